@@ -1,0 +1,1 @@
+"""wfe_core: protocols, models, builder and executor of the wfe workflow engine."""

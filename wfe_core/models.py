@@ -1,0 +1,241 @@
+"""Records that cross the provider seam: instances, execution pointers, events,
+subscriptions, execution errors, claims.
+
+Times inside the engine are integer milliseconds since the Unix epoch, taken from the
+database clock (see :mod:`wfe_core.clock`); public instances expose ``datetime``.
+Workflow data crosses the seam as JSON text so providers never import user models.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class WorkflowStatus(str, enum.Enum):
+    """Lifecycle status of a workflow instance."""
+
+    RUNNABLE = "RUNNABLE"
+    SUSPENDED = "SUSPENDED"
+    COMPLETE = "COMPLETE"
+    FAILED = "FAILED"
+    TERMINATED = "TERMINATED"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STATUSES
+
+
+FINISHED_STATUSES = frozenset(
+    {WorkflowStatus.COMPLETE, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED}
+)
+
+
+class PointerStatus(str, enum.Enum):
+    """Status of one step activation (an execution pointer)."""
+
+    PENDING = "PENDING"  # ready to run (or due at sleep_until)
+    RUNNING = "RUNNING"  # body started in a pass that has not committed
+    SLEEPING = "SLEEPING"  # come back at sleep_until (sleep, retry back-off, delay)
+    WAITING = "WAITING"  # waiting for an event (and maybe a timeout at sleep_until)
+    WAITING_CHILDREN = "WAITING_CHILDREN"  # a container whose branch is running
+    COMPLETE = "COMPLETE"
+    SKIPPED = "SKIPPED"  # run_if was false
+    FAILED = "FAILED"  # failed for good
+
+    @property
+    def ended(self) -> bool:
+        return self in ENDED_POINTER_STATUSES
+
+
+ENDED_POINTER_STATUSES = frozenset(
+    {PointerStatus.COMPLETE, PointerStatus.SKIPPED, PointerStatus.FAILED}
+)
+
+
+def ms_to_datetime(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def datetime_to_ms(value: datetime) -> int:
+    if value.tzinfo is None:
+        raise ValueError(f"datetime {value.isoformat()} has no timezone; use an aware datetime")
+    return int(value.timestamp() * 1000)
+
+
+class ExecutionPointer(BaseModel):
+    """One activation of one step: the unit the executor runs and commits."""
+
+    model_config = ConfigDict(validate_assignment=False)
+
+    id: str
+    step_id: int
+    step_name: str
+    status: PointerStatus = PointerStatus.PENDING
+    attempt: int = 1  # 1 on the first try; crash recoveries do not count
+    sleep_until: int | None = None
+    persistence_data: Any = None
+    start_time: int | None = None
+    end_time: int | None = None
+    event_name: str | None = None
+    event_key: str | None = None
+    event_as_of: int | None = None
+    event_data: Any = None
+    event_published: bool = False
+    children: list[str] = Field(default_factory=list)
+    context_item: Any = None
+    predecessor_id: str | None = None
+    scope: list[str] = Field(default_factory=list)  # enclosing container pointers, innermost first
+    outcome: Any = None
+    error: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.status.ended
+
+
+class WorkflowRecord(BaseModel):
+    """A stored workflow instance with its data as JSON text (untyped)."""
+
+    id: str
+    definition_id: str
+    version: int
+    reference: str | None = None
+    idempotency_key: str | None = None
+    status: WorkflowStatus
+    data: str  # JSON text
+    error: str | None = None
+    create_time: int
+    complete_time: int | None = None
+    next_execution: int | None = None
+    lease_owner: str | None = None
+    lease_token: int = 0
+    lease_expires_at: int | None = None
+    recoveries: int = 0
+
+
+class WorkflowState(BaseModel):
+    """What an executor loads after claiming: the record and its pointers."""
+
+    record: WorkflowRecord
+    pointers: list[ExecutionPointer]
+    subscriptions: list[EventSubscription] = Field(default_factory=list)
+
+
+class NewWorkflow(BaseModel):
+    """A workflow to create, with its first pointers."""
+
+    id: str
+    definition_id: str
+    version: int
+    data: str
+    reference: str | None = None
+    idempotency_key: str | None = None
+    pointers: list[ExecutionPointer] = Field(default_factory=list)
+    next_execution: int | None = 0  # 0 means "now" (the store uses its own clock)
+
+
+class Event(BaseModel):
+    """An event published to workflows waiting on (name, key)."""
+
+    id: str
+    name: str
+    key: str
+    data: Any = None
+    event_time: int
+
+
+class EventSubscription(BaseModel):
+    """A pointer waiting for an event; events at or after ``as_of`` match."""
+
+    id: str
+    workflow_id: str
+    pointer_id: str
+    event_name: str
+    event_key: str
+    as_of: int
+
+
+class ExecutionError(BaseModel):
+    """An append-only record of a failed step attempt."""
+
+    workflow_id: str
+    pointer_id: str
+    step_name: str
+    attempt: int
+    error_time: int
+    message: str
+
+
+class DefinitionRecord(BaseModel):
+    """A definition as hosts record it in the store, so clients can find it."""
+
+    definition_id: str
+    version: int
+    fingerprint: str
+    data_schema: dict[str, Any] = Field(default_factory=dict)
+    registered_at: int = 0
+
+
+class WorkflowQuery(BaseModel):
+    """Filters for listing workflows."""
+
+    status: WorkflowStatus | None = None
+    definition_id: str | None = None
+    reference: str | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A workflow this host leased: ``token`` fences every write it makes."""
+
+    workflow_id: str
+    owner: str
+    token: int
+    expires_at: int  # database time, ms
+    db_now: int  # database time when the claim was made, ms
+    recoveries: int = 0
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A named lock held with a fencing token that grows on every acquisition."""
+
+    name: str
+    owner: str
+    token: int
+    expires_at: int
+
+
+@dataclass
+class StepCommit:
+    """Everything one step transition writes, in one transaction, fenced by the token.
+
+    ``data`` is the workflow's complete new data (JSON text) or ``None`` if unchanged.
+    ``next_execution``: ``None`` means nothing to do until an event arrives; an int is
+    the due time (ms, database clock). ``release`` clears the lease after writing.
+    """
+
+    workflow_id: str
+    owner: str
+    token: int
+    data: str | None = None
+    status: WorkflowStatus | None = None
+    error: str | None = None
+    next_execution: int | None = None
+    release: bool = False
+    new_pointers: list[ExecutionPointer] = field(default_factory=list)
+    updated_pointers: list[ExecutionPointer] = field(default_factory=list)
+    new_subscriptions: list[EventSubscription] = field(default_factory=list)
+    removed_subscriptions: list[str] = field(default_factory=list)
+    delivered_events: list[str] = field(default_factory=list)
+    errors: list[ExecutionError] = field(default_factory=list)
+
+
+WorkflowState.model_rebuild()

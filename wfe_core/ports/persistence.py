@@ -1,0 +1,128 @@
+"""Persistence ports: workflow instances, events, definitions.
+
+Every write that an executor makes while it owns a workflow goes through
+:meth:`WorkflowStore.commit`, which is conditional on the lease token (fencing).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from wfe_core.models import (
+    Claim,
+    DefinitionRecord,
+    Event,
+    EventSubscription,
+    ExecutionPointer,
+    NewWorkflow,
+    StepCommit,
+    WorkflowQuery,
+    WorkflowRecord,
+    WorkflowState,
+    WorkflowStatus,
+)
+
+
+class WorkflowStore(Protocol):
+    async def create_workflow(self, new: NewWorkflow) -> tuple[WorkflowRecord, bool]:
+        """Insert a workflow and its first pointers in one transaction.
+
+        If ``new.idempotency_key`` is already used, insert nothing and return the
+        existing record with ``False``; otherwise return the new record with ``True``.
+        Safe under concurrent calls with the same key (exactly one row is created).
+        """
+        ...
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowRecord:
+        """Return the record; raise ``NotFound`` for an unknown or malformed id."""
+        ...
+
+    async def list_workflows(self, query: WorkflowQuery) -> list[WorkflowRecord]:
+        """Records matching the filters, newest first."""
+        ...
+
+    async def get_pointers(self, workflow_id: str) -> list[ExecutionPointer]:
+        """Every pointer of the workflow, oldest first; ``NotFound`` if unknown."""
+        ...
+
+    async def load_state(self, claim: Claim) -> WorkflowState:
+        """Load the record, pointers and open subscriptions of a claimed workflow.
+
+        Raises ``LeaseLost`` if the claim's token is no longer current.
+        """
+        ...
+
+    async def commit(self, commit: StepCommit) -> WorkflowStatus:
+        """Apply one step transition atomically, fenced by ``(owner, token)``.
+
+        Writes data, status, error, next_execution (``complete_time`` is set by the
+        store's clock when the status becomes finished), inserts and updates pointers,
+        subscriptions, deliveries and error records, and clears the lease when
+        ``commit.release``. The condition is: token and owner match and the status is
+        RUNNABLE or SUSPENDED. Returns the status after the write (a SUSPENDED result
+        tells the executor to stop scheduling new steps). Raises ``LeaseLost`` when the
+        condition fails; then nothing is written. A repeated delivery of the same event
+        to the same workflow violates a unique key and raises ``ProviderError``.
+        """
+        ...
+
+    async def set_status(
+        self,
+        workflow_id: str,
+        action: str,
+        allowed_from: frozenset[WorkflowStatus],
+        to: WorkflowStatus,
+    ) -> WorkflowRecord:
+        """Control operation (suspend/resume/terminate) as a compare-and-set.
+
+        Raises ``NotFound`` or ``InvalidStateTransition`` (naming ``action``). A move to
+        RUNNABLE sets ``next_execution`` to now; a move to a finished status sets
+        ``complete_time`` and clears the lease, so the owner's next commit is fenced off.
+        """
+        ...
+
+    async def purge(self, older_than_ms: int, statuses: frozenset[WorkflowStatus]) -> int:
+        """Delete finished workflows completed before the time, with their rows.
+
+        Deletes in bounded batches; returns the number of workflows deleted.
+        """
+        ...
+
+
+class EventStore(Protocol):
+    async def publish_event(self, name: str, key: str, data_json: str) -> Event:
+        """Store an event (time from the store clock) and make every workflow with a
+        matching subscription due now, in one transaction."""
+        ...
+
+    async def find_events(
+        self, workflow_id: str, subscriptions: list[EventSubscription]
+    ) -> dict[str, Event]:
+        """For each subscription id, the earliest matching event (same name and key,
+        ``event_time >= as_of``) not yet delivered to this workflow."""
+        ...
+
+
+class DefinitionStore(Protocol):
+    async def save_definition(self, record: DefinitionRecord) -> None:
+        """Record (insert or update) a definition a host registered."""
+        ...
+
+    async def get_definition(self, definition_id: str, version: int | None) -> DefinitionRecord:
+        """The recorded definition (latest version when ``version`` is None).
+
+        Raises ``DefinitionNotFound``.
+        """
+        ...
+
+
+class PersistenceProvider(WorkflowStore, EventStore, DefinitionStore, Protocol):
+    """The whole store. ``migrate()`` creates/updates the schema; ``close()`` frees it."""
+
+    async def migrate(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def now_ms(self) -> int:
+        """The store's clock estimate (database time for SQL stores)."""
+        ...
