@@ -1,0 +1,301 @@
+"""WorkflowBuilder: define a workflow as a chain of steps, a DAG of named steps, or both.
+
+Chain methods (``start_with``, ``then``, ``then_fn``, ``wait_for``, ``delay``) append a
+step after the last one; ``name``, ``input``, ``output`` and ``on_error`` configure the
+last step added. ``step(...)`` adds a DAG step that runs once its dependencies are done.
+``build()`` validates the whole graph and raises ``DefinitionError`` naming the problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from wfe_core.context import StepContext
+from wfe_core.definition import InputMapping, Outcome, OutputMapping, StepDef, WorkflowDefinition
+from wfe_core.errors import DefinitionError
+from wfe_core.graph import check_dependencies, dependents_of
+from wfe_core.models import datetime_to_ms
+from wfe_core.primitives import Delay, EventOutput, InlineStep, KeyFn, WaitFor, configured
+from wfe_core.retry import ErrorBehavior, ErrorKind, FailureAction, RetryPolicy
+from wfe_core.step import StepBody, StepSpec, step_factory, step_name_of
+
+DataT = TypeVar("DataT", bound=BaseModel)
+
+
+@dataclass
+class _Draft:
+    """A step while the builder is still collecting its settings."""
+
+    name: str
+    explicit_name: bool
+    factory: Callable[[], StepBody]
+    body_name: str
+    next: list[Outcome] = field(default_factory=list)
+    depends_on: list[str] = field(default_factory=list)
+    depends_on_any: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    inputs: list[InputMapping] = field(default_factory=list)
+    outputs: list[OutputMapping] = field(default_factory=list)
+    is_dag: bool = False
+    initial: bool = False
+
+
+def _seconds(value: float | timedelta | None, what: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0:
+        raise DefinitionError(f"{what} must not be negative, got {seconds}s")
+    return seconds
+
+
+class WorkflowBuilder(Generic[DataT]):
+    """Builds a :class:`WorkflowDefinition`.
+
+    Args:
+        definition_id: the workflow's name, used to start it.
+        version: definitions are registered and claimed per (id, version).
+        data: the pydantic model of the workflow's data.
+    """
+
+    def __init__(self, definition_id: str, version: int = 1, data: type[DataT] | None = None) -> None:
+        if not definition_id or not isinstance(definition_id, str):
+            raise DefinitionError("a workflow id must be a non-empty string")
+        if not isinstance(version, int) or version < 1:
+            raise DefinitionError(f"version must be a positive integer, got {version!r}",
+                                  definition_id=definition_id)
+        if data is None or not (isinstance(data, type) and issubclass(data, BaseModel)):
+            raise DefinitionError(f"data must be a pydantic BaseModel class, got {data!r}",
+                                  definition_id=definition_id)
+        self._id = definition_id
+        self._version = version
+        self._data_type: type[DataT] = data
+        self._drafts: list[_Draft] = []
+        self._last: int | None = None
+        self._default_retry: RetryPolicy | None = None
+        self._default_timeout: float | None = None
+
+    # -- chain -------------------------------------------------------------------------
+
+    def start_with(self, body: StepSpec, *, name: str | None = None) -> WorkflowBuilder[DataT]:
+        """Add the first step of the chain."""
+        index = self._add(body, name)
+        self._drafts[index].initial = True
+        self._last = index
+        return self
+
+    def then(self, body: StepSpec, *, name: str | None = None) -> WorkflowBuilder[DataT]:
+        """Add a step that runs after the last one."""
+        index = self._add(body, name)
+        self._link(index)
+        return self
+
+    def then_fn(
+        self, fn: Callable[[StepContext[DataT]], Any], *, name: str | None = None
+    ) -> WorkflowBuilder[DataT]:
+        """Add an inline closure (sync or async) as the next step."""
+        label = name or getattr(fn, "__name__", "inline")
+        return self._then_factory(configured(InlineStep, fn=fn), "InlineStep", label, name)
+
+    def wait_for(
+        self,
+        event_name: str,
+        key: str | KeyFn,
+        *,
+        output: EventOutput | None = None,
+        timeout: float | timedelta | None = None,
+        name: str | None = None,
+    ) -> WorkflowBuilder[DataT]:
+        """Wait for the event (name, key); ``output(ctx, event_data)`` maps its data.
+
+        An event published after the workflow started is seen even if it came before
+        the workflow reached this step. Past ``timeout`` the step fails with
+        ``StepTimeout`` and its failure policy applies.
+        """
+        factory = configured(WaitFor, event_name=event_name, event_key=key, output=output)
+        self._then_factory(factory, "WaitFor", f"wait_for_{event_name}", name)
+        self._current().settings["timeout"] = _seconds(timeout, "timeout")
+        return self
+
+    def delay(self, duration: float | timedelta, *, name: str | None = None) -> WorkflowBuilder[DataT]:
+        """Pause the chain for a stored duration (it survives restarts)."""
+        seconds = _seconds(duration, "delay")
+        return self._then_factory(configured(Delay, seconds=seconds), "Delay", "delay", name)
+
+    def name(self, name: str) -> WorkflowBuilder[DataT]:
+        """Rename the last step added."""
+        draft = self._current()
+        draft.name, draft.explicit_name = name, True
+        return self
+
+    def input(self, attribute: str, value: Callable[[StepContext[DataT]], Any]) -> WorkflowBuilder[DataT]:
+        """Set ``attribute`` of the last step's body to ``value(ctx)`` before it runs."""
+        self._current().inputs.append((attribute, value))
+        return self
+
+    def output(
+        self, mapping: Callable[[StepContext[DataT], Any], Any], attribute: str | None = None
+    ) -> WorkflowBuilder[DataT]:
+        """After the last step runs, call ``mapping(ctx, value)`` to change ``ctx.data``.
+
+        ``value`` is the step body's ``attribute``, or the body itself when no attribute
+        is named.
+        """
+        if attribute is None:
+            self._current().outputs.append(mapping)
+        else:
+            self._current().outputs.append(lambda ctx, body: mapping(ctx, getattr(body, attribute)))
+        return self
+
+    def on_error(self, behavior: ErrorBehavior) -> WorkflowBuilder[DataT]:
+        """What the last step does when it fails: retry, suspend or terminate."""
+        if behavior.kind is ErrorKind.COMPENSATE:
+            raise DefinitionError(
+                "ErrorBehavior.compensate() needs saga blocks, which this version does not "
+                "have yet", definition_id=self._id, step_name=self._current().name)
+        self._current().settings["error_behavior"] = behavior
+        return self
+
+    # -- DAG ---------------------------------------------------------------------------
+
+    def step(
+        self,
+        step_id: str,
+        body: StepSpec,
+        *,
+        depends_on: Sequence[str] = (),
+        depends_on_any: Sequence[str] = (),
+        run_if: Callable[[StepContext[DataT]], bool] | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | timedelta | None = None,
+        delay: float | timedelta | None = None,
+        scheduled_at: datetime | None = None,
+        on_failure: FailureAction | None = None,
+    ) -> WorkflowBuilder[DataT]:
+        """Add a named DAG step that runs when its dependencies are done.
+
+        ``depends_on``: all must be done; ``depends_on_any``: at least one. Done means
+        completed, skipped (``run_if`` false) or failed with ``FailureAction.CONTINUE``.
+        """
+        if isinstance(depends_on, str) or isinstance(depends_on_any, str):
+            raise DefinitionError("depends_on takes a list of step ids, not a string",
+                                  definition_id=self._id, step_name=step_id)
+        index = self._add(body, step_id)
+        draft = self._drafts[index]
+        draft.is_dag = True
+        draft.depends_on = list(depends_on)
+        draft.depends_on_any = list(depends_on_any)
+        when = None if scheduled_at is None else self._ms(scheduled_at, step_id)
+        draft.settings.update(run_if=run_if, retry=retry, timeout=_seconds(timeout, "timeout"),
+                              delay=_seconds(delay, "delay"), scheduled_at=when,
+                              on_failure=on_failure)
+        self._last = index
+        return self
+
+    def default_retry(self, policy: RetryPolicy) -> WorkflowBuilder[DataT]:
+        """The retry policy of steps that set none."""
+        self._default_retry = policy
+        return self
+
+    def default_timeout(self, timeout: float | timedelta) -> WorkflowBuilder[DataT]:
+        """The timeout (seconds) of steps that set none."""
+        self._default_timeout = _seconds(timeout, "default timeout")
+        return self
+
+    # -- build -------------------------------------------------------------------------
+
+    def build(self) -> WorkflowDefinition:
+        """Validate and freeze the definition.
+
+        Raises:
+            DefinitionError: no steps, duplicate names, an unknown dependency, a cycle.
+        """
+        if not self._drafts:
+            raise DefinitionError("a workflow needs at least one step", definition_id=self._id)
+        index = self._index_names()
+        steps = tuple(self._freeze(i, d, index) for i, d in enumerate(self._drafts))
+        check_dependencies(self._id, steps)
+        initial = tuple(s.id for s, d in zip(steps, self._drafts, strict=True)
+                        if d.initial or (s.is_dag and not s.has_dependencies))
+        return WorkflowDefinition(
+            id=self._id, version=self._version, data_type=self._data_type, steps=steps,
+            initial_steps=initial, default_retry=self._default_retry,
+            default_timeout=self._default_timeout, dependents=dependents_of(steps))
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _add(self, body: StepSpec, name: str | None) -> int:
+        try:
+            factory = step_factory(body)
+        except TypeError as exc:
+            raise DefinitionError(str(exc), definition_id=self._id, step_name=name) from exc
+        body_name = step_name_of(body)
+        self._drafts.append(_Draft(name or body_name, name is not None, factory, body_name))
+        return len(self._drafts) - 1
+
+    def _then_factory(self, factory: Callable[[], StepBody], body_name: str, label: str,
+                      name: str | None) -> WorkflowBuilder[DataT]:
+        self._drafts.append(_Draft(name or label, name is not None, factory, body_name))
+        self._link(len(self._drafts) - 1)
+        return self
+
+    def _link(self, index: int) -> None:
+        if self._last is None:
+            self._drafts[index].initial = True
+        else:
+            self._drafts[self._last].next.append(Outcome(index))
+        self._last = index
+
+    def _current(self) -> _Draft:
+        if self._last is None:
+            raise DefinitionError("add a step first", definition_id=self._id)
+        return self._drafts[self._last]
+
+    def _ms(self, when: datetime, step_id: str) -> int:
+        try:
+            return datetime_to_ms(when)
+        except ValueError as exc:
+            raise DefinitionError(str(exc), definition_id=self._id, step_name=step_id) from exc
+
+    def _index_names(self) -> dict[str, int]:
+        """Map names to indexes; unnamed duplicates get a numeric suffix."""
+        index: dict[str, int] = {}
+        for i, draft in enumerate(self._drafts):
+            if draft.name in index:
+                if draft.explicit_name:
+                    raise DefinitionError(f"duplicate step name {draft.name!r}",
+                                          definition_id=self._id, step_name=draft.name)
+                draft.name = _unique(draft.name, index)
+            index[draft.name] = i
+        return index
+
+    def _freeze(self, i: int, d: _Draft, index: dict[str, int]) -> StepDef:
+        def resolve(names: Iterable[str]) -> tuple[int, ...]:
+            ids = []
+            for dep in names:
+                if dep not in index:
+                    raise DefinitionError(f"depends on unknown step {dep!r}",
+                                          definition_id=self._id, step_name=d.name)
+                ids.append(index[dep])
+            return tuple(ids)
+
+        settings = dict(d.settings)
+        behavior: ErrorBehavior | None = settings.pop("error_behavior", None)
+        retry = settings.pop("retry", None) or (behavior.as_retry_policy() if behavior else None)
+        return replace(
+            StepDef(id=i, name=d.name, factory=d.factory, body_name=d.body_name),
+            next=tuple(d.next), depends_on=resolve(d.depends_on),
+            depends_on_any=resolve(d.depends_on_any), retry=retry, error_behavior=behavior,
+            inputs=tuple(d.inputs), outputs=tuple(d.outputs), is_dag=d.is_dag, **settings)
+
+
+def _unique(name: str, taken: dict[str, int]) -> str:
+    n = 2
+    while f"{name}_{n}" in taken:
+        n += 1
+    return f"{name}_{n}"

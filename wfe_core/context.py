@@ -1,0 +1,52 @@
+"""StepContext: what a step body (and every callable in a definition) receives."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+DataT = TypeVar("DataT", bound=BaseModel)
+
+ChildStarter = Callable[[str, Any, str, "str | None"], Awaitable[str]]
+
+
+@dataclass
+class StepContext(Generic[DataT]):
+    """The running step's view of its workflow.
+
+    ``data`` is the workflow's typed data; changes made to it are committed together
+    with the step's transition. ``attempt`` is 1 on the first try; ``item`` is the
+    value a branch runs for; ``persistence_data`` is what the step saved last time
+    (``ExecutionResult.persist/sleep``); ``event_data`` is set after an event wait.
+    """
+
+    data: DataT
+    workflow_id: str
+    definition_id: str
+    version: int
+    step_name: str
+    pointer_id: str
+    attempt: int = 1
+    item: Any = None
+    persistence_data: Any = None
+    event_data: Any = None
+    _start_child: ChildStarter | None = field(default=None, repr=False)
+    _children_started: int = field(default=0, repr=False)
+
+    async def start_workflow(
+        self, definition_id: str, data: Any, *, reference: str | None = None
+    ) -> str:
+        """Start a child workflow; returns its id.
+
+        Idempotent across re-runs of this step: the n-th child started by this step
+        activation always maps to the same instance, so a retried step does not start
+        a second child.
+        """
+        if self._start_child is None:
+            raise RuntimeError("this context cannot start workflows (no host attached)")
+        self._children_started += 1
+        key = f"child:{self.workflow_id}:{self.pointer_id}:{self._children_started}"
+        return await self._start_child(definition_id, data, key, reference)

@@ -1,0 +1,107 @@
+"""The built form of a workflow: an immutable graph of step definitions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from wfe_core.context import StepContext
+from wfe_core.retry import ErrorBehavior, FailureAction, RetryPolicy
+from wfe_core.step import StepBody
+
+ANY_OUTCOME: Any = object()
+"""Outcome value that matches whatever the step returned."""
+
+InputMapping = tuple[str, Callable[[StepContext[Any]], Any]]
+OutputMapping = Callable[[StepContext[Any], Any], Any]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """An edge of the chain: go to ``next_step`` when the outcome equals ``value``."""
+
+    next_step: int
+    value: Any = ANY_OUTCOME
+
+    def matches(self, outcome: Any) -> bool:
+        return self.value is ANY_OUTCOME or self.value == outcome
+
+
+@dataclass(frozen=True)
+class StepDef:
+    """One step of a definition. ``id`` is its index in ``WorkflowDefinition.steps``."""
+
+    id: int
+    name: str
+    factory: Callable[[], StepBody]
+    body_name: str
+    next: tuple[Outcome, ...] = ()
+    depends_on: tuple[int, ...] = ()
+    depends_on_any: tuple[int, ...] = ()
+    children: tuple[int, ...] = ()
+    run_if: Callable[[StepContext[Any]], bool] | None = None
+    retry: RetryPolicy | None = None
+    error_behavior: ErrorBehavior | None = None
+    timeout: float | None = None
+    delay: float | None = None
+    scheduled_at: int | None = None  # epoch ms
+    on_failure: FailureAction | None = None
+    inputs: tuple[InputMapping, ...] = ()
+    outputs: tuple[OutputMapping, ...] = ()
+    is_dag: bool = False
+
+    @property
+    def has_dependencies(self) -> bool:
+        return bool(self.depends_on or self.depends_on_any)
+
+
+@dataclass(frozen=True)
+class WorkflowDefinition:
+    """A validated workflow: register it with a host. Build it with ``WorkflowBuilder``."""
+
+    id: str
+    version: int
+    data_type: type[BaseModel]
+    steps: tuple[StepDef, ...]
+    initial_steps: tuple[int, ...]
+    default_retry: RetryPolicy | None = None
+    default_timeout: float | None = None
+    dependents: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
+
+    def step_named(self, name: str) -> StepDef:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the definition's shape, to tell two different definitions apart."""
+        shape = {
+            "id": self.id,
+            "version": self.version,
+            "data": self.data_type.model_json_schema(),
+            "steps": [
+                [
+                    s.name,
+                    s.body_name,
+                    [[o.next_step, None if o.value is ANY_OUTCOME else repr(o.value)] for o in s.next],
+                    list(s.depends_on),
+                    list(s.depends_on_any),
+                    list(s.children),
+                    s.timeout,
+                    s.delay,
+                    s.scheduled_at,
+                    None if s.on_failure is None else s.on_failure.value,
+                    None if s.retry is None else repr(s.retry),
+                ]
+                for s in self.steps
+            ],
+        }
+        encoded = json.dumps(shape, sort_keys=True, default=repr).encode()
+        return hashlib.sha256(encoded).hexdigest()
