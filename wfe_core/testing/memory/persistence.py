@@ -1,0 +1,319 @@
+"""In-memory persistence: workflows, pointers, events and definitions in a dict store."""
+
+from __future__ import annotations
+
+from wfe_core.errors import (
+    DefinitionNotFound,
+    InvalidStateTransition,
+    LeaseLost,
+    NotFound,
+    ProviderError,
+)
+from wfe_core.models import (
+    Claim,
+    DefinitionRecord,
+    Event,
+    EventSubscription,
+    ExecutionPointer,
+    NewWorkflow,
+    StepCommit,
+    WorkflowQuery,
+    WorkflowRecord,
+    WorkflowState,
+    WorkflowStatus,
+)
+from wfe_core.ports.clock import Clock
+from wfe_core.ports.persistence import PersistenceProvider
+from wfe_core.testing.memory import events
+from wfe_core.testing.memory.state import MemoryState, copy_json, copy_record
+
+_COMMITTABLE = frozenset({WorkflowStatus.RUNNABLE, WorkflowStatus.SUSPENDED})
+
+
+class MemoryPersistence(PersistenceProvider):
+    """A :class:`~wfe_core.ports.PersistenceProvider` kept in process memory.
+
+    Same semantics as the SQL stores (the contract suite runs against both): commits
+    fenced by ``(owner, token)``, idempotency keys, event deliveries recorded once,
+    status changes as compare-and-set. Nothing survives the process.
+
+    Args:
+        state: the tables to use; share one :class:`MemoryState` with a
+            :class:`MemoryQueue` and :class:`MemoryLock` so they see one store.
+            A new one is made when omitted.
+        clock: the clock of a new state (only when ``state`` is omitted).
+    """
+
+    def __init__(self, state: MemoryState | None = None, *, clock: Clock | None = None) -> None:
+        if state is not None and clock is not None:
+            raise ValueError("pass either a state or a clock, not both: the state has a clock")
+        self.state = state if state is not None else MemoryState(clock)
+
+    async def migrate(self) -> None:
+        """Nothing to create: the tables exist from the start."""
+
+    async def close(self) -> None:
+        """Nothing to free; the data stays readable until the object is dropped."""
+
+    def now_ms(self) -> int:
+        """The store's clock (the injected one)."""
+        return self.state.now_ms()
+
+    async def create_workflow(self, new: NewWorkflow) -> tuple[WorkflowRecord, bool]:
+        """Insert a workflow and its pointers, or return the one holding the same
+        idempotency key with ``False``.
+
+        Raises:
+            ProviderError: the id is taken, or two pointers share an id.
+            InvalidData: the data or a pointer is not JSON.
+        """
+        s = self.state
+        if new.idempotency_key is not None:
+            existing = s.idempotency.get(new.idempotency_key)
+            if existing is not None:
+                return copy_record(s.workflows[existing]), False
+        if new.id in s.workflows:
+            raise ProviderError(f"workflow id {new.id!r} already exists")
+        events.parse_json(new.data, f"data of workflow {new.id}")
+        pointers = [copy_json(p) for p in new.pointers]
+        _check_unique([p.id for p in pointers], set(), f"pointer of workflow {new.id}")
+        now = s.now_ms()
+        record = WorkflowRecord(
+            id=new.id,
+            definition_id=new.definition_id,
+            version=new.version,
+            reference=new.reference,
+            idempotency_key=new.idempotency_key,
+            status=WorkflowStatus.RUNNABLE,
+            data=new.data,
+            create_time=now,
+            next_execution=now if new.next_execution == 0 else new.next_execution,
+        )
+        s.workflows[new.id] = record
+        s.sequence[new.id] = s.next_sequence()
+        s.pointers[new.id] = {p.id: p for p in pointers}
+        s.subscriptions[new.id] = {}
+        s.errors[new.id] = []
+        if new.idempotency_key is not None:
+            s.idempotency[new.idempotency_key] = new.id
+        if record.next_execution is not None and record.next_execution <= now:
+            s.wake()
+        return copy_record(record), True
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowRecord:
+        """Return the record; raise ``NotFound`` for an unknown or malformed id."""
+        return copy_record(self._record(workflow_id))
+
+    async def list_workflows(self, query: WorkflowQuery) -> list[WorkflowRecord]:
+        """Records matching the filters, newest first, then ``offset``/``limit``."""
+        s = self.state
+        matching = [
+            r
+            for r in s.workflows.values()
+            if (query.status is None or r.status is query.status)
+            and (query.definition_id is None or r.definition_id == query.definition_id)
+            and (query.reference is None or r.reference == query.reference)
+        ]
+        matching.sort(key=lambda r: (r.create_time, s.sequence[r.id]), reverse=True)
+        start = max(query.offset, 0)
+        return [copy_record(r) for r in matching[start : start + max(query.limit, 0)]]
+
+    async def get_pointers(self, workflow_id: str) -> list[ExecutionPointer]:
+        """Every pointer of the workflow, oldest first; ``NotFound`` if unknown."""
+        self._record(workflow_id)
+        return [copy_record(p) for p in self.state.pointers[workflow_id].values()]
+
+    async def load_state(self, claim: Claim) -> WorkflowState:
+        """The record, pointers and open subscriptions of a claimed workflow.
+
+        Raises:
+            LeaseLost: the claim's owner and token are no longer the lease's.
+        """
+        s = self.state
+        record = s.workflows.get(claim.workflow_id)
+        if record is None or (record.lease_owner, record.lease_token) != (
+            claim.owner,
+            claim.token,
+        ):
+            raise LeaseLost(claim.workflow_id, claim.token)
+        return WorkflowState(
+            record=copy_record(record),
+            pointers=[copy_record(p) for p in s.pointers[record.id].values()],
+            subscriptions=[copy_record(x) for x in s.subscriptions[record.id].values()],
+        )
+
+    async def commit(self, commit: StepCommit) -> WorkflowStatus:
+        """Apply one step transition atomically, fenced by ``(owner, token)``.
+
+        Every check runs before the first write, so a failed commit writes nothing.
+
+        Returns:
+            The workflow's status after the write.
+
+        Raises:
+            LeaseLost: owner or token do not match, or the workflow is finished.
+            ProviderError: an event delivered twice to this workflow, a duplicate
+                pointer or subscription id, or an update of an unknown pointer.
+            InvalidData: the data or a pointer is not JSON.
+        """
+        s = self.state
+        wid = commit.workflow_id
+        record = s.workflows.get(wid)
+        if (
+            record is None
+            or (record.lease_owner, record.lease_token) != (commit.owner, commit.token)
+            or record.status not in _COMMITTABLE
+        ):
+            raise LeaseLost(wid, commit.token)
+        if commit.data is not None:
+            events.parse_json(commit.data, f"data of workflow {wid}")
+        new_pointers = [copy_json(p) for p in commit.new_pointers]
+        updated_pointers = [copy_json(p) for p in commit.updated_pointers]
+        pointers = s.pointers[wid]
+        _check_unique([p.id for p in new_pointers], set(pointers), f"pointer of workflow {wid}")
+        known = set(pointers) | {p.id for p in new_pointers}
+        unknown = [p.id for p in updated_pointers if p.id not in known]
+        if unknown:
+            raise ProviderError(f"cannot update unknown pointers {unknown} of workflow {wid}")
+        subscriptions = self._next_subscriptions(commit)
+        deliveries = [(wid, event_id) for event_id in commit.delivered_events]
+        duplicate = [d[1] for d in deliveries if d in s.deliveries]
+        if duplicate or len(set(deliveries)) != len(deliveries):
+            raise ProviderError(
+                f"event {duplicate or commit.delivered_events} already delivered to workflow {wid}"
+            )
+        errors = [copy_record(e) for e in commit.errors]
+
+        for pointer in [*new_pointers, *updated_pointers]:
+            pointers[pointer.id] = pointer
+        s.subscriptions[wid] = subscriptions
+        s.deliveries.update(deliveries)
+        s.errors[wid].extend(errors)
+        self._write_record(record, commit)
+        return record.status
+
+    async def set_status(
+        self,
+        workflow_id: str,
+        action: str,
+        allowed_from: frozenset[WorkflowStatus],
+        to: WorkflowStatus,
+    ) -> WorkflowRecord:
+        """Move the workflow to ``to`` if its status is in ``allowed_from``.
+
+        A move to RUNNABLE makes it due now; a move to a finished status sets
+        ``complete_time`` and clears the lease, fencing off the current owner.
+
+        Raises:
+            NotFound: unknown id.
+            InvalidStateTransition: the current status is not in ``allowed_from``.
+        """
+        record = self._record(workflow_id)
+        if record.status not in allowed_from:
+            raise InvalidStateTransition(workflow_id, action, record.status.value)
+        now = self.state.now_ms()
+        record.status = to
+        if to is WorkflowStatus.RUNNABLE:
+            record.next_execution = now
+            self.state.wake()
+        if to.finished:
+            record.complete_time = now
+            _clear_lease(record)
+        return copy_record(record)
+
+    async def purge(self, older_than_ms: int, statuses: frozenset[WorkflowStatus]) -> int:
+        """Delete finished workflows (of ``statuses``) completed before the time, with
+        their pointers, subscriptions, deliveries and errors; returns how many."""
+        return events.purge(self.state, older_than_ms, statuses)
+
+    async def publish_event(self, name: str, key: str, data_json: str) -> Event:
+        """Store an event and make each RUNNABLE workflow subscribed to it due now.
+
+        Raises:
+            InvalidData: ``data_json`` is not JSON.
+        """
+        return events.publish_event(self.state, name, key, data_json)
+
+    async def find_events(
+        self, workflow_id: str, subscriptions: list[EventSubscription]
+    ) -> dict[str, Event]:
+        """For each subscription id, the earliest matching event not yet delivered to
+        this workflow."""
+        return events.find_events(self.state, workflow_id, subscriptions)
+
+    async def save_definition(self, record: DefinitionRecord) -> None:
+        """Insert or replace a definition; ``registered_at`` 0 means now."""
+        stored = copy_record(record)
+        if stored.registered_at == 0:
+            stored.registered_at = self.state.now_ms()
+        self.state.definitions[(record.definition_id, record.version)] = stored
+
+    async def get_definition(self, definition_id: str, version: int | None) -> DefinitionRecord:
+        """The definition of that version, or its latest version when ``None``.
+
+        Raises:
+            DefinitionNotFound: nothing recorded under that id (and version).
+        """
+        definitions = self.state.definitions
+        if version is None:
+            versions = [v for (d, v) in definitions if d == definition_id]
+            if not versions:
+                raise DefinitionNotFound(definition_id)
+            version = max(versions)
+        found = definitions.get((definition_id, version))
+        if found is None:
+            raise DefinitionNotFound(definition_id, version)
+        return copy_record(found)
+
+    def _record(self, workflow_id: str) -> WorkflowRecord:
+        record = self.state.workflows.get(workflow_id)
+        if record is None:
+            raise NotFound(workflow_id)
+        return record
+
+    def _next_subscriptions(self, commit: StepCommit) -> dict[str, EventSubscription]:
+        wid = commit.workflow_id
+        removed = set(commit.removed_subscriptions)
+        kept = {k: v for k, v in self.state.subscriptions[wid].items() if k not in removed}
+        added = [copy_record(x) for x in commit.new_subscriptions]
+        strangers = [x.id for x in added if x.workflow_id != wid]
+        if strangers:
+            raise ProviderError(f"subscriptions {strangers} belong to another workflow than {wid}")
+        _check_unique([x.id for x in added], set(kept), f"subscription of workflow {wid}")
+        return kept | {x.id: x for x in added}
+
+    def _write_record(self, record: WorkflowRecord, commit: StepCommit) -> None:
+        now = self.state.now_ms()
+        if commit.data is not None:
+            record.data = commit.data
+        if commit.status is not None:
+            record.status = commit.status
+        if commit.error is not None:
+            record.error = commit.error
+        record.next_execution = commit.next_execution
+        if record.status.finished:
+            record.complete_time = now
+            _clear_lease(record)
+        elif commit.release:
+            _clear_lease(record)
+        if (
+            record.lease_owner is None
+            and record.status is WorkflowStatus.RUNNABLE
+            and record.next_execution is not None
+            and record.next_execution <= now
+        ):
+            self.state.wake()
+
+
+def _clear_lease(record: WorkflowRecord) -> None:
+    # The token stays: it only ever grows, so a later claim still fences this one.
+    record.lease_owner = None
+    record.lease_expires_at = None
+
+
+def _check_unique(ids: list[str], existing: set[str], what: str) -> None:
+    seen = set(existing)
+    for item in ids:
+        if item in seen:
+            raise ProviderError(f"duplicate id {item!r} for a {what}")
+        seen.add(item)
