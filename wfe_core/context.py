@@ -33,6 +33,7 @@ class StepContext(Generic[DataT]):
     item: Any = None
     persistence_data: Any = None
     event_data: Any = None
+    event_published: bool = False
     _start_child: ChildStarter | None = field(default=None, repr=False)
     _children_started: int = field(default=0, repr=False)
 

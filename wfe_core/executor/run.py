@@ -1,0 +1,241 @@
+"""WorkflowRun: executes one claimed workflow until it has nothing to do right now.
+
+Ready pointers run concurrently as tasks. Each finished activation is committed on its
+own, fenced by the claim's token, in one transaction with its data change (a diff
+applied to the latest data) and the pointers it creates. The in-memory state is only
+updated after the commit succeeds, so it always equals what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from wfe_core import events as ev
+from wfe_core.context import ChildStarter, StepContext
+from wfe_core.definition import StepDef, WorkflowDefinition
+from wfe_core.errors import InvalidData, LeaseLost
+from wfe_core.executor import plan
+from wfe_core.executor.data import DEFAULT_MAX_PAYLOAD_BYTES, validation_message
+from wfe_core.executor.step_runner import StepRunner
+from wfe_core.executor.transition import Transition, TransitionBuilder
+from wfe_core.models import (
+    Claim,
+    EventSubscription,
+    ExecutionPointer,
+    PointerStatus,
+    StepCommit,
+    WorkflowRecord,
+    WorkflowStatus,
+)
+from wfe_core.ports import LifecyclePublisher, PersistenceProvider
+from wfe_core.retry import DEFAULT_RETRY, RetryPolicy
+
+log = logging.getLogger("wfe.executor")
+
+Resolver = Callable[[str, int], "WorkflowDefinition | None"]
+_UNRESOLVED: Any = None
+
+
+@dataclass
+class RunServices:
+    """What a run needs from its host."""
+
+    persistence: PersistenceProvider
+    lifecycle: LifecyclePublisher
+    start_child: ChildStarter | None = None
+    default_retry: RetryPolicy = DEFAULT_RETRY
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    on_finished: Callable[[str], None] | None = None
+
+
+class WorkflowRun:
+    """One claimed workflow, run to its next resting point."""
+
+    def __init__(self, claim: Claim, resolve: Resolver, services: RunServices) -> None:
+        self.claim = claim
+        self.resolve = resolve
+        self.definition: WorkflowDefinition = _UNRESOLVED
+        self.services = services
+        self.unsaved: set[str] = set()  # genesis pointers not yet written
+        self.next_wake: int | None = None
+        self.record: WorkflowRecord | None = None
+        self.pointers: dict[str, ExecutionPointer] = {}
+        self.subscriptions: dict[str, EventSubscription] = {}
+        self.deliveries: dict[str, tuple[str, str]] = {}  # pointer id -> (event id, sub id)
+        self.data: dict[str, Any] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.halted = False  # suspended, finished or failed: start nothing new
+        self.released = False
+        self._commit_lock = asyncio.Lock()
+        self._runner = StepRunner(self)
+
+    @property
+    def workflow_id(self) -> str:
+        return self.claim.workflow_id
+
+    def now(self) -> int:
+        return self.services.persistence.now_ms()
+
+    def event(self, cls: type[ev.LifecycleEvent], **fields: Any) -> None:
+        self.services.lifecycle.publish(
+            cls(workflow_id=self.workflow_id, definition_id=self.definition.id,
+                version=self.definition.version, **fields))
+
+    async def run(self) -> None:
+        """Run until nothing is ready; raises ``LeaseLost`` if fenced off."""
+        try:
+            state = await self.services.persistence.load_state(self.claim)
+            self.record = state.record
+            definition = self.resolve(state.record.definition_id, state.record.version)
+            if definition is None:
+                raise LookupError(f"definition {state.record.definition_id} "
+                                  f"v{state.record.version} is not registered on this host")
+            self.definition = definition
+            self.pointers = {p.id: p for p in state.pointers}
+            self.subscriptions = {s.pointer_id: s for s in state.subscriptions}
+            if not self._load_data():
+                await self.fail_unloadable()
+                return
+            if not self.pointers:
+                self._genesis()
+            await self._deliver_events()
+            await self._loop()
+            if not self.released:
+                await self.commit(Transition())
+        except BaseException:
+            await self._cancel_tasks()
+            raise
+
+    def _genesis(self) -> None:
+        """A new workflow's first pointers, written with its first commit."""
+        for pointer in plan.initial_pointers(self.definition, self.now()):
+            self.pointers[pointer.id] = pointer
+            self.unsaved.add(pointer.id)
+
+    def _load_data(self) -> bool:
+        assert self.record is not None
+        try:
+            self.data = json.loads(self.record.data)
+            self.definition.data_type.model_validate(self.data)
+            return True
+        except (ValidationError, ValueError) as exc:
+            detail = (validation_message(exc, self.definition.data_type)[0]
+                      if isinstance(exc, ValidationError) else str(exc))
+            self._pending_failure = f"stored data does not match the data model: {detail}"
+            return False
+
+    async def fail_unloadable(self) -> None:
+        """Fail a workflow whose stored data no longer validates (model changed)."""
+        message = getattr(self, "_pending_failure", None)
+        if message is not None:
+            await self.commit(Transition(status=WorkflowStatus.FAILED, error=message))
+
+    async def _loop(self) -> None:
+        while True:
+            if not self.halted:
+                now = self.now()
+                for pointer in list(self.pointers.values()):
+                    if pointer.id not in self.tasks and plan.is_ready(pointer, now):
+                        self.tasks[pointer.id] = asyncio.create_task(
+                            self._runner.execute(pointer.id), name=f"wfe-step-{pointer.step_name}")
+            if not self.tasks:
+                return
+            done, _ = await asyncio.wait(self.tasks.values(), return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                self.tasks = {k: t for k, t in self.tasks.items() if t is not task}
+                task.result()  # re-raises LeaseLost and bugs
+            if not self.halted and self._new_waits():
+                await self._deliver_events()
+
+    def _new_waits(self) -> bool:
+        return any(p.status is PointerStatus.WAITING and not p.event_published
+                   for p in self.pointers.values())
+
+    async def _deliver_events(self) -> None:
+        """Attach already-published events to waiting pointers (consumed at their commit)."""
+        waiting = [self.subscriptions[p.id] for p in self.pointers.values()
+                   if p.status is PointerStatus.WAITING and not p.event_published
+                   and p.id in self.subscriptions]
+        if not waiting:
+            return
+        found = await self.services.persistence.find_events(self.workflow_id, waiting)
+        for sub in waiting:
+            event = found.get(sub.id)
+            if event is None:
+                continue
+            pointer = self.pointers[sub.pointer_id]
+            pointer.event_published, pointer.event_data = True, event.data
+            self.deliveries[pointer.id] = (event.id, sub.id)
+
+    async def _cancel_tasks(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        for task in list(self.tasks.values()):
+            with contextlib.suppress(BaseException):
+                await task
+        self.tasks.clear()
+
+    def others_running(self, pointer_id: str | None) -> bool:
+        return any(k != pointer_id for k in self.tasks)
+
+    async def commit(self, transition: Transition, pointer_id: str | None = None) -> None:
+        """Write one transition (fenced), then apply it to the in-memory state."""
+        async with self._commit_lock:
+            builder = TransitionBuilder(self, transition, pointer_id)
+            step_commit, new_data = builder.build()
+            status = await self.services.persistence.commit(step_commit)
+            self._apply(step_commit, new_data, status)
+        await self._after_commit(step_commit, status)
+
+    def _apply(self, commit: StepCommit, new_data: dict[str, Any] | None, status: WorkflowStatus) -> None:
+        self.unsaved.clear()
+        if new_data is not None:
+            self.data = new_data
+        for pointer in (*commit.new_pointers, *commit.updated_pointers):
+            self.pointers[pointer.id] = pointer
+        for sub in commit.new_subscriptions:
+            self.subscriptions[sub.pointer_id] = sub
+        removed = set(commit.removed_subscriptions)
+        self.subscriptions = {k: s for k, s in self.subscriptions.items() if s.id not in removed}
+        self.released = self.released or commit.release or status.finished
+        if commit.release:
+            self.next_wake = commit.next_execution
+        if status is not WorkflowStatus.RUNNABLE:
+            self.halted = True
+
+    async def _after_commit(self, commit: StepCommit, status: WorkflowStatus) -> None:
+        if status is WorkflowStatus.COMPLETE and commit.status is WorkflowStatus.COMPLETE:
+            self.event(ev.WorkflowCompleted)
+        elif status is WorkflowStatus.FAILED and commit.status is WorkflowStatus.FAILED:
+            self.event(ev.WorkflowFailed, error=commit.error or "")
+        elif commit.status is WorkflowStatus.SUSPENDED:
+            self.event(ev.WorkflowSuspended)
+        elif commit.status is WorkflowStatus.TERMINATED:
+            self.event(ev.WorkflowTerminated)
+        if status.finished and self.services.on_finished is not None:
+            self.services.on_finished(self.workflow_id)
+
+    def context(self, pointer: ExecutionPointer, data: BaseModel) -> StepContext[Any]:
+        return StepContext(
+            data=data, workflow_id=self.workflow_id, definition_id=self.definition.id,
+            version=self.definition.version, step_name=pointer.step_name,
+            pointer_id=pointer.id, attempt=pointer.attempt, item=pointer.context_item,
+            persistence_data=pointer.persistence_data, event_data=pointer.event_data,
+            event_published=pointer.event_published, _start_child=self.services.start_child)
+
+    def retry_policy(self, step: StepDef) -> RetryPolicy:
+        return step.retry or self.definition.default_retry or self.services.default_retry
+
+    def timeout_of(self, step: StepDef) -> float | None:
+        return step.timeout if step.timeout is not None else self.definition.default_timeout
+
+
+__all__ = ["InvalidData", "LeaseLost", "RunServices", "WorkflowRun"]

@@ -1,0 +1,239 @@
+"""Runs one pointer's step body and turns what happened into a Transition."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from typing import TYPE_CHECKING, Any
+
+from wfe_core import events as ev
+from wfe_core.context import StepContext
+from wfe_core.definition import StepDef
+from wfe_core.errors import StepTimeout
+from wfe_core.executor.data import encode_value, to_jsonable
+from wfe_core.executor.transition import Transition
+from wfe_core.merge import Patch, diff
+from wfe_core.models import (
+    EventSubscription,
+    ExecutionError,
+    ExecutionPointer,
+    PointerStatus,
+    WorkflowStatus,
+    datetime_to_ms,
+    ms_to_datetime,
+)
+from wfe_core.result import ExecutionResult
+from wfe_core.retry import ErrorKind, FailureAction
+from wfe_core.step import StepBody
+
+if TYPE_CHECKING:
+    from wfe_core.executor.run import WorkflowRun
+
+log = logging.getLogger("wfe.executor")
+
+
+class StepRunner:
+    """Executes pointers of one run; each call ends in exactly one commit."""
+
+    def __init__(self, run: WorkflowRun) -> None:
+        self.run = run
+
+    async def execute(self, pointer_id: str) -> None:
+        run = self.run
+        pointer = run.pointers[pointer_id].model_copy(deep=True)
+        if pointer.step_id >= len(run.definition.steps):
+            message = f"pointer {pointer.id} names step {pointer.step_id}, which the definition lacks"
+            await run.commit(Transition(status=WorkflowStatus.FAILED, error=message), pointer_id)
+            return
+        step = run.definition.steps[pointer.step_id]
+        if pointer.status is PointerStatus.WAITING and not pointer.event_published:
+            timeout = run.timeout_of(step) or 0.0
+            await self._failed(pointer, step, None, StepTimeout(step.name, timeout), None)
+            return
+        pointer.status = PointerStatus.RUNNING
+        pointer.start_time = pointer.start_time or run.now()
+        snapshot = copy.deepcopy(run.data)
+        ctx = run.context(pointer, run.definition.data_type.model_validate(snapshot))
+        run.event(ev.StepStarted, step_name=step.name, pointer_id=pointer.id, attempt=pointer.attempt)
+        await self._run_body(pointer, step, ctx, snapshot)
+
+    async def _run_body(self, pointer: ExecutionPointer, step: StepDef, ctx: StepContext[Any],
+                        snapshot: dict[str, Any]) -> None:
+        body: StepBody | None = None
+        try:
+            if self._should_skip(pointer, step, ctx):
+                await self._skip(pointer, step)
+                return
+            body = step.factory()
+            for attribute, value in step.inputs:
+                setattr(body, attribute, value(ctx))
+            result = await self._call(body, step, ctx)
+            if result.proceed:
+                for mapping in step.outputs:
+                    mapping(ctx, body)
+                await body.on_success(ctx)
+            patch = diff(snapshot, to_jsonable(ctx.data))
+            result = _checked(result)
+        except Exception as exc:  # noqa: BLE001 - user code: every error goes to the policy
+            await self._failed(pointer, step, body, exc, snapshot)
+            return
+        await self._succeeded(pointer, step, result, patch)
+
+    def _should_skip(self, pointer: ExecutionPointer, step: StepDef, ctx: StepContext[Any]) -> bool:
+        first = pointer.persistence_data is None and not pointer.event_published
+        return step.run_if is not None and first and not step.run_if(ctx)
+
+    async def _call(self, body: StepBody, step: StepDef, ctx: StepContext[Any]) -> ExecutionResult:
+        timeout = self.run.timeout_of(step)
+        try:
+            async with asyncio.timeout(timeout):
+                result = await body.run(ctx)
+        except TimeoutError as exc:
+            raise StepTimeout(step.name, timeout or 0.0) from exc
+        if not isinstance(result, ExecutionResult):
+            raise TypeError(f"step returned {type(result).__name__}, not an ExecutionResult")
+        return result
+
+    async def _skip(self, pointer: ExecutionPointer, step: StepDef) -> None:
+        pointer.status, pointer.end_time = PointerStatus.SKIPPED, self.run.now()
+        await self.run.commit(Transition(pointer=pointer), pointer.id)
+        self._event(ev.StepSkipped, pointer)
+
+    async def _succeeded(self, pointer: ExecutionPointer, step: StepDef, result: ExecutionResult,
+                         patch: Patch) -> None:
+        run, now = self.run, self.run.now()
+        t = Transition(pointer=pointer, patch=patch)
+        if pointer.id in run.deliveries:
+            t.delivered_event, t.removed_subscription = run.deliveries[pointer.id]
+        pointer.persistence_data = result.persistence_data
+        pointer.error = None
+        if result.proceed:
+            pointer.status, pointer.end_time = PointerStatus.COMPLETE, now
+            pointer.outcome = result.outcome_value
+        elif result.event_name is not None:
+            t.subscription = self._wait(pointer, step, result, now)
+        elif result.branch_values and step.children:
+            pointer.status = PointerStatus.WAITING_CHILDREN
+            t.children = _branch(run, pointer, list(result.branch_values), now)
+        else:
+            pointer.status = PointerStatus.SLEEPING
+            pointer.sleep_until = now + int((result.sleep_for or 0.0) * 1000)
+        await run.commit(t, pointer.id)
+        run.deliveries.pop(pointer.id, None)
+        if pointer.status is PointerStatus.COMPLETE:
+            self._event(ev.StepCompleted, pointer)
+
+    def _wait(self, pointer: ExecutionPointer, step: StepDef, result: ExecutionResult,
+              now: int) -> EventSubscription:
+        run = self.run
+        assert run.record is not None and result.event_name is not None
+        as_of = (datetime_to_ms(result.event_as_of) if result.event_as_of is not None
+                 else run.record.create_time)
+        timeout = run.timeout_of(step)
+        pointer.status = PointerStatus.WAITING
+        pointer.event_name, pointer.event_key = result.event_name, result.event_key or ""
+        pointer.event_as_of, pointer.event_published, pointer.event_data = as_of, False, None
+        pointer.sleep_until = None if timeout is None else now + int(timeout * 1000)
+        return EventSubscription(id=f"{pointer.id}:{pointer.attempt}", workflow_id=run.workflow_id,
+                                 pointer_id=pointer.id, event_name=pointer.event_name,
+                                 event_key=pointer.event_key, as_of=as_of)
+
+    async def _failed(self, pointer: ExecutionPointer, step: StepDef, body: StepBody | None,
+                      exc: Exception, snapshot: dict[str, Any] | None) -> None:
+        run, now = self.run, self.run.now()
+        text = f"{type(exc).__name__}: {exc}"
+        pointer.error = text
+        t = Transition(pointer=pointer, error_record=ExecutionError(
+            workflow_id=run.workflow_id, pointer_id=pointer.id, step_name=step.name,
+            attempt=pointer.attempt, error_time=now, message=text))
+        if pointer.status is PointerStatus.WAITING and pointer.id in run.subscriptions:
+            t.removed_subscription = run.subscriptions[pointer.id].id
+        behavior = step.error_behavior
+        if behavior is not None and behavior.kind is ErrorKind.SUSPEND:
+            self._prime_retry(pointer, now, 0.0)
+            t.status = WorkflowStatus.SUSPENDED
+        elif behavior is not None and behavior.kind is ErrorKind.TERMINATE:
+            pointer.status, pointer.end_time = PointerStatus.FAILED, now
+            t.status, t.error = WorkflowStatus.TERMINATED, self._final_message(step, pointer, text)
+        elif self._retryable(body, exc) and self._attempts_left(step, pointer):
+            delay = run.retry_policy(step).backoff.delay(pointer.attempt)
+            self._prime_retry(pointer, now, delay)
+            await run.commit(t, pointer.id)
+            self._event(ev.StepRetrying, pointer, error=text,
+                        retry_at=ms_to_datetime(pointer.sleep_until))
+            return
+        else:
+            await self._final_failure(pointer, step, body, exc, snapshot, t)
+        await run.commit(t, pointer.id)
+        self._event(ev.StepFailed, pointer, error=text)
+
+    async def _final_failure(self, pointer: ExecutionPointer, step: StepDef, body: StepBody | None,
+                             exc: Exception, snapshot: dict[str, Any] | None, t: Transition) -> None:
+        run = self.run
+        pointer.status, pointer.end_time = PointerStatus.FAILED, run.now()
+        if body is not None and snapshot is not None:
+            t.patch = await self._on_failure_hook(pointer, body, exc, snapshot)
+        if (step.on_failure or FailureAction.FAIL_WORKFLOW) is FailureAction.FAIL_WORKFLOW:
+            t.status = WorkflowStatus.FAILED
+            t.error = self._final_message(step, pointer, pointer.error or "")
+
+    async def _on_failure_hook(self, pointer: ExecutionPointer, body: StepBody, exc: Exception,
+                               snapshot: dict[str, Any]) -> Patch | None:
+        """Run ``on_failure`` on a fresh copy of the data; its changes are committed."""
+        run = self.run
+        fresh = copy.deepcopy(snapshot)
+        ctx = run.context(pointer, run.definition.data_type.model_validate(fresh))
+        try:
+            await body.on_failure(ctx, exc)
+            return diff(snapshot, to_jsonable(ctx.data))
+        except Exception:  # noqa: BLE001 - a failing hook must not hide the step's error
+            log.exception("on_failure hook of step %r raised", pointer.step_name)
+            return None
+
+    def _final_message(self, step: StepDef, pointer: ExecutionPointer, text: str) -> str:
+        n = pointer.attempt
+        return f"step {step.name!r} failed after {n} attempt{'s' if n != 1 else ''}: {text}"
+
+    def _retryable(self, body: StepBody | None, exc: Exception) -> bool:
+        if body is None:
+            return True
+        try:
+            return bool(body.is_retryable(exc))
+        except Exception:  # noqa: BLE001 - a broken hook means "do not retry"
+            log.exception("is_retryable of step %r raised", type(body).__name__)
+            return False
+
+    def _attempts_left(self, step: StepDef, pointer: ExecutionPointer) -> bool:
+        if step.on_failure is FailureAction.RETRY_INDEFINITELY:
+            return True
+        return pointer.attempt < self.run.retry_policy(step).max_attempts
+
+    @staticmethod
+    def _prime_retry(pointer: ExecutionPointer, now: int, delay: float) -> None:
+        """Start the step over after ``delay``: a retry re-waits, re-sleeps from scratch."""
+        pointer.status = PointerStatus.SLEEPING
+        pointer.sleep_until = now + int(delay * 1000)
+        pointer.attempt += 1
+        pointer.persistence_data = None
+        pointer.event_name = pointer.event_key = None
+        pointer.event_as_of, pointer.event_published, pointer.event_data = None, False, None
+
+    def _event(self, cls: type[ev.StepEvent], pointer: ExecutionPointer, **fields: Any) -> None:
+        self.run.event(cls, step_name=pointer.step_name, pointer_id=pointer.id,
+                       attempt=pointer.attempt, **fields)
+
+
+def _checked(result: ExecutionResult) -> ExecutionResult:
+    """Reject results whose saved state cannot be stored, before anything is written."""
+    encode_value(result.persistence_data, "persistence data")
+    encode_value(result.outcome_value, "outcome")
+    return result
+
+
+def _branch(run: WorkflowRun, parent: ExecutionPointer, values: list[Any], now: int) -> list[ExecutionPointer]:
+    from wfe_core.executor.plan import branch_children
+
+    children = branch_children(run.definition, parent, values, now)
+    parent.children = [c.id for c in children]
+    return children

@@ -1,0 +1,126 @@
+"""Turn one pointer's transition into a fenced StepCommit for the store."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from wfe_core.executor import plan
+from wfe_core.executor.data import encode
+from wfe_core.merge import Patch, apply
+from wfe_core.models import (
+    EventSubscription,
+    ExecutionError,
+    ExecutionPointer,
+    PointerStatus,
+    StepCommit,
+    WorkflowStatus,
+)
+
+if TYPE_CHECKING:
+    from wfe_core.executor.run import WorkflowRun
+
+
+@dataclass
+class Transition:
+    """What one activation changes; the builder adds successors and the workflow status."""
+
+    pointer: ExecutionPointer | None = None
+    patch: Patch | None = None
+    children: list[ExecutionPointer] = field(default_factory=list)
+    subscription: EventSubscription | None = None
+    removed_subscription: str | None = None
+    delivered_event: str | None = None
+    error_record: ExecutionError | None = None
+    status: WorkflowStatus | None = None
+    error: str | None = None
+
+
+class TransitionBuilder:
+    """Computes the full commit for a transition against the run's current state."""
+
+    def __init__(self, run: WorkflowRun, transition: Transition, pointer_id: str | None) -> None:
+        self.run = run
+        self.t = transition
+        self.pointer_id = pointer_id
+        self.now = run.now()
+
+    def build(self) -> tuple[StepCommit, dict[str, Any] | None]:
+        t, run = self.t, self.run
+        pointers = dict(run.pointers)
+        updated = [t.pointer] if t.pointer is not None else []
+        for pointer in updated:
+            pointers[pointer.id] = pointer
+        new = list(t.children)
+        if t.pointer is not None and t.pointer.ended:
+            new += plan.successors(run.definition, t.pointer, list(pointers.values()), self.now)
+            updated += self._resumed_parents(t.pointer, pointers, new)
+        for pointer in new:
+            pointers[pointer.id] = pointer
+        new, updated = self._split_unsaved(new, updated, pointers)
+        new_data = self._new_data()
+        status = self._status(pointers)
+        commit = StepCommit(
+            workflow_id=run.workflow_id, owner=run.claim.owner, token=run.claim.token,
+            data=None if new_data is None else encode(new_data, run.services.max_payload_bytes),
+            status=status, error=t.error, new_pointers=new, updated_pointers=updated,
+            new_subscriptions=[t.subscription] if t.subscription else [],
+            removed_subscriptions=[t.removed_subscription] if t.removed_subscription else [],
+            delivered_events=[t.delivered_event] if t.delivered_event else [],
+            errors=[t.error_record] if t.error_record else [])
+        self._schedule(commit, pointers)
+        return commit, new_data
+
+    def _split_unsaved(self, new: list[ExecutionPointer], updated: list[ExecutionPointer],
+                       pointers: dict[str, ExecutionPointer]) -> tuple[list[ExecutionPointer], list[ExecutionPointer]]:
+        """The first commit of a new workflow also inserts its genesis pointers."""
+        unsaved = self.run.unsaved
+        if not unsaved:
+            return new, updated
+        genesis = [pointers[pid] for pid in unsaved]
+        return new + genesis, [p for p in updated if p.id not in unsaved]
+
+    def _new_data(self) -> dict[str, Any] | None:
+        patch = self.t.patch
+        if patch is None or patch.empty:
+            return None
+        merged: dict[str, Any] = apply(self.run.data, patch)
+        return merged
+
+    def _resumed_parents(
+        self, ended: ExecutionPointer, pointers: dict[str, ExecutionPointer], new: list[ExecutionPointer]
+    ) -> list[ExecutionPointer]:
+        """A container whose whole branch has ended becomes ready to run again."""
+        if not ended.scope or new:
+            return []
+        parent = pointers.get(ended.scope[0])
+        if parent is None or not plan.branch_done(parent, pointers.values()):
+            return []
+        resumed = copy.deepcopy(parent)
+        resumed.status = PointerStatus.PENDING
+        pointers[resumed.id] = resumed
+        return [resumed]
+
+    def _status(self, pointers: dict[str, ExecutionPointer]) -> WorkflowStatus | None:
+        if self.t.status is not None:
+            return self.t.status
+        if plan.all_ended(pointers.values()):
+            return WorkflowStatus.COMPLETE
+        return None
+
+    def _schedule(self, commit: StepCommit, pointers: dict[str, ExecutionPointer]) -> None:
+        """Keep the lease while work remains now; otherwise release with the next wake time."""
+        if commit.status is not None and commit.status is not WorkflowStatus.RUNNABLE:
+            commit.release = not self.run.others_running(self.pointer_id)
+            commit.next_execution = plan.next_wake(pointers.values())
+            return
+        running = self.run.others_running(self.pointer_id)
+        ready = not self.run.halted and any(
+            plan.is_ready(p, self.now) and (p.id == self.pointer_id or p.id not in self.run.tasks)
+            for p in pointers.values())
+        if running or ready:
+            commit.next_execution = 0
+            return
+        commit.release = True
+        commit.next_execution = plan.next_wake(pointers.values())
