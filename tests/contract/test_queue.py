@@ -1,0 +1,180 @@
+"""Contract: claiming due workflows under leases, renewal, release, wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from wfe_core.errors import LeaseLost
+from wfe_core.models import WorkflowStatus
+from wfe_core.ports.backend import Backend
+
+from .support import (
+    CLOCK_SLACK_MS,
+    ELIGIBLE,
+    LONG_LEASE,
+    PAST_SHORT_LEASE,
+    SHORT_LEASE,
+    claim_only,
+    commit_for,
+    create,
+)
+
+# Long enough that a waiter still waiting when the test checks is not a slow machine.
+NEVER = 60.0
+
+
+async def test_claim_takes_only_due_runnable_unleased_workflows(backend: Backend) -> None:
+    store = backend.persistence
+    due = await create(backend)
+    await create(backend, next_execution=store.now_ms() + 60_000)
+    await create(backend, next_execution=None)
+    suspended = await create(backend)
+    await store.set_status(
+        suspended.id, "suspend", frozenset({WorkflowStatus.RUNNABLE}), WorkflowStatus.SUSPENDED
+    )
+    before = store.now_ms()
+
+    claim = await claim_only(backend, due.id, "host-a", lease=LONG_LEASE)
+
+    assert (claim.owner, claim.recoveries) == ("host-a", 0)
+    assert before - CLOCK_SLACK_MS <= claim.db_now <= store.now_ms() + CLOCK_SLACK_MS
+    assert claim.expires_at - claim.db_now == pytest.approx(LONG_LEASE * 1000, abs=1000)
+    record = await store.get_workflow(due.id)
+    assert (record.lease_owner, record.lease_token) == ("host-a", claim.token)
+    assert await backend.queue.claim("host-b", 10, LONG_LEASE, ELIGIBLE) == []
+
+
+async def test_claim_takes_only_eligible_definitions_and_versions(backend: Backend) -> None:
+    wanted = await create(backend, definition_id="a", version=2)
+    await create(backend, definition_id="a", version=1)
+    await create(backend, definition_id="b", version=2)
+    queue = backend.queue
+
+    assert await queue.claim("host-a", 10, LONG_LEASE, []) == []
+    assert await queue.claim("host-a", 10, LONG_LEASE, [("c", 1)]) == []
+    claims = await queue.claim("host-a", 10, LONG_LEASE, [("a", 2), ("c", 1)])
+    assert [c.workflow_id for c in claims] == [wanted.id]
+
+
+async def test_claim_respects_the_limit_earliest_due_first(backend: Backend) -> None:
+    now = backend.persistence.now_ms()
+    offsets = [-3_000, -1_000, -5_000, -2_000, -4_000]
+    records = [await create(backend, next_execution=now + offset) for offset in offsets]
+    by_due = [r.id for _, r in sorted(zip(offsets, records, strict=True), key=lambda x: x[0])]
+
+    first = await backend.queue.claim("host-a", 2, LONG_LEASE, ELIGIBLE)
+    second = await backend.queue.claim("host-b", 2, LONG_LEASE, ELIGIBLE)
+    rest = await backend.queue.claim("host-c", 10, LONG_LEASE, ELIGIBLE)
+
+    assert [c.workflow_id for c in first] == by_due[:2]
+    assert [c.workflow_id for c in second] == by_due[2:4]
+    assert [c.workflow_id for c in rest] == by_due[4:]
+    assert await backend.queue.claim("host-a", 0, LONG_LEASE, ELIGIBLE) == []
+
+
+async def test_concurrent_claimers_never_claim_one_workflow_twice(backend: Backend) -> None:
+    ids = {(await create(backend)).id for _ in range(12)}
+
+    rounds = await asyncio.gather(
+        *(backend.queue.claim(f"host-{i}", 2, LONG_LEASE, ELIGIBLE) for i in range(10))
+    )
+    claimed = [c.workflow_id for claims in rounds for c in claims]
+    leftover = await backend.queue.claim("host-last", 20, LONG_LEASE, ELIGIBLE)
+
+    assert len(claimed) == len(set(claimed))
+    assert sorted(claimed + [c.workflow_id for c in leftover]) == sorted(ids)
+    for claims in rounds:
+        for claim in claims:
+            record = await backend.persistence.get_workflow(claim.workflow_id)
+            assert (record.lease_owner, record.lease_token) == (claim.owner, claim.token)
+
+
+async def test_an_expired_lease_is_recovered_by_another_host(backend: Backend) -> None:
+    store = backend.persistence
+    record = await create(backend)
+    old = await claim_only(backend, record.id, "host-a", lease=SHORT_LEASE)
+    assert await backend.queue.claim("host-b", 10, LONG_LEASE, ELIGIBLE) == []
+
+    await asyncio.sleep(PAST_SHORT_LEASE)
+    new = await claim_only(backend, record.id, "host-b")
+
+    assert new.token == old.token + 1
+    assert new.recoveries == old.recoveries + 1
+    assert (await store.get_workflow(record.id)).recoveries == new.recoveries
+    with pytest.raises(LeaseLost):
+        await store.commit(commit_for(old, data="{}"))
+    assert await backend.queue.renew([old], LONG_LEASE) == []
+    await backend.queue.release(old)  # stale: ignored
+    assert await backend.queue.claim("host-c", 10, LONG_LEASE, ELIGIBLE) == []
+    assert await store.commit(commit_for(new, data="{}")) is WorkflowStatus.RUNNABLE
+
+
+async def test_renew_extends_only_leases_still_held(backend: Backend) -> None:
+    kept_record = await create(backend)
+    kept = await claim_only(backend, kept_record.id, "host-a", lease=SHORT_LEASE)
+    lost_record = await create(backend)
+    lost = await claim_only(backend, lost_record.id, "host-a", lease=SHORT_LEASE)
+    await backend.queue.release(lost)
+    await claim_only(backend, lost_record.id, "host-b")
+
+    renewed = await backend.queue.renew([kept, lost], LONG_LEASE)
+
+    assert [(c.workflow_id, c.owner, c.token) for c in renewed] == [
+        (kept.workflow_id, "host-a", kept.token)
+    ]
+    assert renewed[0].expires_at > kept.expires_at
+    await asyncio.sleep(PAST_SHORT_LEASE)
+    assert await backend.queue.claim("host-c", 10, LONG_LEASE, ELIGIBLE) == []
+    stored = await backend.persistence.get_workflow(kept.workflow_id)
+    assert (stored.lease_owner, stored.lease_token, stored.recoveries) == ("host-a", kept.token, 0)
+
+
+async def test_release_makes_the_workflow_due_now_for_another_owner(backend: Backend) -> None:
+    store = backend.persistence
+    record = await create(backend)
+    claim = await claim_only(backend, record.id, "host-a")
+    await store.commit(commit_for(claim, next_execution=store.now_ms() + 60_000))
+
+    await backend.queue.release(claim)
+
+    stored = await store.get_workflow(record.id)
+    assert stored.lease_owner is None
+    assert stored.next_execution is not None and stored.next_execution <= store.now_ms()
+    again = await claim_only(backend, record.id, "host-b")
+    assert again.token > claim.token
+    assert again.recoveries == 0
+    with pytest.raises(LeaseLost):
+        await store.commit(commit_for(claim, data="{}"))
+
+
+async def test_wait_for_work_returns_on_wake(backend: Backend) -> None:
+    queue = backend.queue
+    waiter = asyncio.create_task(queue.wait_for_work(NEVER))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+
+    queue.wake()
+
+    await asyncio.wait_for(waiter, timeout=10)
+
+
+async def test_a_wake_before_the_wait_is_not_lost_and_is_consumed(backend: Backend) -> None:
+    queue = backend.queue
+    await queue.wait_for_work(0.01)  # consume wake-ups from set-up, if any
+    queue.wake()
+    await asyncio.wait_for(queue.wait_for_work(NEVER), timeout=10)
+
+    waiter = asyncio.create_task(queue.wait_for_work(NEVER))
+    await asyncio.sleep(0.05)
+    try:
+        assert not waiter.done(), "a consumed wake-up woke the next wait too"
+    finally:
+        queue.wake()
+        await asyncio.wait_for(waiter, timeout=10)
+
+
+async def test_wait_for_work_returns_after_its_timeout(backend: Backend) -> None:
+    await backend.queue.wait_for_work(0.01)  # consume wake-ups from set-up, if any
+    await asyncio.wait_for(backend.queue.wait_for_work(0.05), timeout=10)
