@@ -1,0 +1,164 @@
+"""The fenced writes of a lease holder: load a claimed workflow, commit a step.
+
+Every statement here is conditional on ``(id, lease_owner, lease_token)``: a host whose
+lease was taken over (its token is no longer current) cannot read as the owner nor
+write, and gets :class:`wfe_core.errors.LeaseLost`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wfe_core.errors import LeaseLost
+from wfe_core.models import (
+    FINISHED_STATUSES,
+    Claim,
+    StepCommit,
+    WorkflowState,
+    WorkflowStatus,
+)
+from wfe_sql import rows
+from wfe_sql.dialect import SqlDialect
+from wfe_sql.schema import deliveries, errors, subscriptions, workflows
+from wfe_sql.workflows import (
+    insert_pointers,
+    next_pointer_position,
+    select_pointers,
+    update_pointer,
+)
+
+_OPEN_STATUSES = (WorkflowStatus.RUNNABLE.value, WorkflowStatus.SUSPENDED.value)
+
+
+def _is_owner(workflow_id: str, owner: str, token: int) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        workflows.c.id == workflow_id,
+        workflows.c.lease_owner == owner,
+        workflows.c.lease_token == token,
+    )
+
+
+async def load_state(conn: AsyncConnection, claim: Claim) -> WorkflowState:
+    """The record, pointers and subscriptions of a workflow we hold; else LeaseLost."""
+    stmt = sa.select(workflows).where(_is_owner(claim.workflow_id, claim.owner, claim.token))
+    row = (await conn.execute(stmt)).mappings().first()
+    if row is None:
+        raise LeaseLost(claim.workflow_id, claim.token)
+    subs = sa.select(subscriptions).where(subscriptions.c.workflow_id == claim.workflow_id)
+    return WorkflowState(
+        record=rows.workflow_record(row),
+        pointers=await select_pointers(conn, claim.workflow_id),
+        subscriptions=[
+            rows.subscription(sub)
+            for sub in (
+                await conn.execute(subs.order_by(subscriptions.c.as_of, subscriptions.c.id))
+            ).mappings()
+        ],
+    )
+
+
+def _workflow_changes(dialect: SqlDialect, commit: StepCommit) -> dict[str, Any]:
+    """The workflow-row assignments of a step commit."""
+    values: dict[str, Any] = {"next_execution": commit.next_execution}
+    if commit.data is not None:
+        values["data"] = commit.data
+    if commit.error is not None:
+        values["error"] = commit.error
+    # RUNNABLE (or no status) keeps the stored status, so that a suspension made
+    # while the step ran survives its commit.
+    if commit.status is not None and commit.status is not WorkflowStatus.RUNNABLE:
+        values["status"] = commit.status.value
+    if commit.status in FINISHED_STATUSES:
+        values.update(complete_time=dialect.now_ms(), next_execution=None)
+    if commit.release or commit.status in FINISHED_STATUSES:
+        values.update(lease_owner=None, lease_expires_at=None)
+    return values
+
+
+async def update_workflow(
+    conn: AsyncConnection, dialect: SqlDialect, commit: StepCommit
+) -> WorkflowStatus:
+    """Write the workflow row of a step commit if we hold the lease; else LeaseLost.
+
+    Runs first in the commit transaction, so a fenced-off commit writes nothing.
+    """
+    stmt = (
+        sa.update(workflows)
+        .where(
+            _is_owner(commit.workflow_id, commit.owner, commit.token),
+            workflows.c.status.in_(_OPEN_STATUSES),
+        )
+        .values(_workflow_changes(dialect, commit))
+        .returning(workflows.c.status)
+    )
+    status = (await conn.execute(stmt)).scalar_one_or_none()
+    if status is None:
+        raise LeaseLost(commit.workflow_id, commit.token)
+    return WorkflowStatus(status)
+
+
+async def write_pointers(conn: AsyncConnection, commit: StepCommit) -> None:
+    """Insert the commit's new pointers and overwrite its updated ones.
+
+    An "updated" pointer that was never stored is appended, so no pointer is lost.
+    """
+    unknown = [
+        pointer
+        for pointer in commit.updated_pointers
+        if not await update_pointer(conn, commit.workflow_id, pointer)
+    ]
+    new = [*commit.new_pointers, *unknown]
+    if new:
+        position = await next_pointer_position(conn, commit.workflow_id)
+        await insert_pointers(conn, commit.workflow_id, new, position)
+
+
+async def write_subscriptions(conn: AsyncConnection, commit: StepCommit) -> None:
+    """Add the commit's new subscriptions and drop the removed ones."""
+    if commit.removed_subscriptions:
+        await conn.execute(
+            sa.delete(subscriptions).where(
+                subscriptions.c.workflow_id == commit.workflow_id,
+                subscriptions.c.id.in_(commit.removed_subscriptions),
+            )
+        )
+    if commit.new_subscriptions:
+        await conn.execute(
+            sa.insert(subscriptions),
+            [rows.subscription_values(sub) for sub in commit.new_subscriptions],
+        )
+
+
+async def write_deliveries(conn: AsyncConnection, dialect: SqlDialect, commit: StepCommit) -> None:
+    """Record the events this commit consumed; a second delivery violates the key."""
+    for event_id in commit.delivered_events:
+        await conn.execute(
+            sa.insert(deliveries).values(
+                workflow_id=commit.workflow_id, event_id=event_id, delivered_at=dialect.now_ms()
+            )
+        )
+
+
+async def write_errors(conn: AsyncConnection, commit: StepCommit) -> None:
+    """Append the commit's execution errors."""
+    if commit.errors:
+        await conn.execute(
+            sa.insert(errors),
+            [rows.error_values(uuid.uuid4().hex, error) for error in commit.errors],
+        )
+
+
+async def apply_commit(
+    conn: AsyncConnection, dialect: SqlDialect, commit: StepCommit
+) -> WorkflowStatus:
+    """Every write of one step transition, workflow row first (fencing)."""
+    status = await update_workflow(conn, dialect, commit)
+    await write_pointers(conn, commit)
+    await write_subscriptions(conn, commit)
+    await write_deliveries(conn, dialect, commit)
+    await write_errors(conn, commit)
+    return status

@@ -1,0 +1,173 @@
+"""The engine and its transaction scopes, and the one seam where driver errors become
+:class:`wfe_core.errors.ProviderError`.
+
+Transactions are short and contain only SQL: a write scope takes the process's write
+guard, starts a write transaction (``BEGIN IMMEDIATE`` on SQLite) and commits; any
+exit other than success rolls back. The rollback and the return of the connection to
+the pool are shielded from cancellation, so a cancelled task can never leave a pooled
+connection inside a transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import TypeVar
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from wfe_core.clock import SyncedClock
+from wfe_core.errors import ProviderError
+from wfe_sql.dialect import Listener, SqlDialect
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class WorkSignal:
+    """An in-process wake-up: set when work may have become due, awaited by idle hosts."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        """Wake every waiter of this process."""
+        self._event.set()
+
+    async def wait(self, seconds: float) -> None:
+        """Return on a wake-up or after ``seconds``, whichever comes first.
+
+        The flag is cleared before returning, so a wake-up that arrives while the
+        caller polls is kept for its next wait instead of being lost.
+        """
+        try:
+            async with asyncio.timeout(max(seconds, 0.0)):
+                await self._event.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._event.clear()
+
+
+class Database:
+    """One database: engine, dialect, clock and wake-up shared by the SQL providers."""
+
+    def __init__(self, dialect: SqlDialect) -> None:
+        self.dialect = dialect
+        self.engine: AsyncEngine = dialect.create_engine()
+        self.clock = SyncedClock()
+        self.signal = WorkSignal()
+        self._listener: Listener | None = None
+        self._listening = False
+        self._closed = False
+
+    @asynccontextmanager
+    async def read(self, what: str) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction (one consistent snapshot) for the operation ``what``."""
+        with translate_errors(self.dialect, what):
+            conn = await self.engine.connect()
+            try:
+                await self.dialect.begin(conn, write=False)
+                yield conn
+            finally:
+                await uncancellable(_finish(conn))
+
+    @asynccontextmanager
+    async def write(self, what: str) -> AsyncIterator[AsyncConnection]:
+        """A write transaction for ``what``: committed on success, else rolled back."""
+        with translate_errors(self.dialect, what):
+            async with self.dialect.write_guard():
+                conn = await self.engine.connect()
+                try:
+                    await self.dialect.begin(conn, write=True)
+                    yield conn
+                    await conn.commit()
+                finally:
+                    await uncancellable(_finish(conn))
+
+    async def sync_clock(self) -> int:
+        """Read the database clock, sync :attr:`clock` with it and return it (ms)."""
+        async with self.read("read the database clock") as conn:
+            now = int((await conn.execute(select(self.dialect.now_ms()))).scalar_one())
+        self.clock.sync(now)
+        return now
+
+    async def ensure_listener(self) -> None:
+        """Start listening for other processes' notifications, if the dialect can.
+
+        Called before the first poll, so no notification sent meanwhile is missed.
+        """
+        if self.dialect.supports_notify and not self._listening:
+            self._listening = True
+            self._listener = await self.dialect.listen(self.signal.set)
+
+    async def close(self) -> None:
+        """Stop the listener and close every pooled connection; later calls do nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await listener.close()
+        await self.engine.dispose()
+
+
+async def _finish(conn: AsyncConnection) -> None:
+    """Roll back whatever is still open on ``conn`` and hand it back to the pool."""
+    try:
+        if conn.in_transaction():
+            await conn.rollback()
+    except Exception:
+        # The connection is in an unknown state: drop it rather than pool it.
+        logger.debug("rollback failed; invalidating the connection", exc_info=True)
+        await conn.invalidate()
+    finally:
+        await conn.close()
+
+
+async def uncancellable(awaitable: Awaitable[T]) -> T:
+    """Run ``awaitable`` to completion even if the caller is cancelled meanwhile.
+
+    A cancellation that arrives is delivered (re-raised) once the work is done.
+    """
+    task = asyncio.ensure_future(awaitable)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
+
+
+@contextmanager
+def translate_errors(dialect: SqlDialect, what: str) -> Iterator[None]:
+    """Turn driver and SQLAlchemy errors into ``ProviderError`` (keeping the cause).
+
+    Transient errors (classified by the dialect from the error code) are marked so that
+    callers' retry policies can retry them.
+    """
+    try:
+        yield
+    except sa_exc.DBAPIError as exc:
+        transient = dialect.is_transient(exc)
+        raise ProviderError(
+            f"{dialect.name}: could not {what}: {exc.orig}", transient=transient
+        ) from exc
+    except sa_exc.TimeoutError as exc:
+        raise ProviderError(
+            f"{dialect.name}: could not {what}: no free connection in the pool",
+            transient=True,
+        ) from exc
+    except sa_exc.SQLAlchemyError as exc:
+        raise ProviderError(f"{dialect.name}: could not {what}: {exc}") from exc

@@ -1,0 +1,86 @@
+"""What the shared SQL code asks a database dialect (SQLite, PostgreSQL).
+
+The providers in :mod:`wfe_sql` are written once against SQLAlchemy Core. Everything
+that differs between databases is a method or capability of a :class:`SqlDialect`,
+so shared code never tests a URL or a dialect name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement, Insert, Select, Table
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+
+class Listener(Protocol):
+    """A running notification listener (LISTEN/NOTIFY); ``close()`` stops it."""
+
+    async def close(self) -> None: ...
+
+
+class SqlDialect(Protocol):
+    """The database-specific part of the SQL providers."""
+
+    name: str
+    """Short name for messages and logs (``"sqlite"``, ``"postgresql"``)."""
+
+    supports_notify: bool
+    """True when work made due by another process wakes this one (LISTEN/NOTIFY)."""
+
+    migration_batch_mode: bool
+    """True when Alembic must rebuild tables to alter them (``render_as_batch``)."""
+
+    def create_engine(self) -> AsyncEngine:
+        """Build the engine with its connection set-up (pragmas, session settings)."""
+        ...
+
+    def now_ms(self) -> ColumnElement[int]:
+        """An SQL expression for the database clock in epoch milliseconds."""
+        ...
+
+    def insert_ignore(self, table: Table, values: Mapping[str, Any]) -> Insert:
+        """``INSERT ... ON CONFLICT DO NOTHING`` (any unique constraint)."""
+        ...
+
+    def upsert(
+        self,
+        table: Table,
+        values: Mapping[str, Any],
+        conflict_columns: Sequence[str],
+        update: Mapping[str, Any],
+        where: ColumnElement[bool] | None = None,
+    ) -> Insert:
+        """``INSERT ... ON CONFLICT (cols) DO UPDATE SET ... [WHERE ...]``."""
+        ...
+
+    def lock_candidates(self, select: Select[Any]) -> Select[Any]:
+        """Lock the rows a claim picks so concurrent claimers skip them (SKIP LOCKED)."""
+        ...
+
+    def write_guard(self) -> AbstractAsyncContextManager[object]:
+        """Held around every write transaction of this process (one writer on SQLite)."""
+        ...
+
+    async def begin(self, conn: AsyncConnection, *, write: bool) -> None:
+        """Start a transaction on ``conn``: a write one takes the write lock up front."""
+        ...
+
+    def is_transient(self, exc: DBAPIError) -> bool:
+        """Whether retrying the operation may succeed (busy, lock timeout, lost link)."""
+        ...
+
+    async def prepare_migration(self, conn: AsyncConnection) -> None:
+        """Serialise concurrent migrators inside the migration transaction."""
+        ...
+
+    async def notify_work(self, conn: AsyncConnection) -> None:
+        """Tell other processes, on commit of ``conn``'s transaction, that work is due."""
+        ...
+
+    async def listen(self, wake: Callable[[], None]) -> Listener | None:
+        """Call ``wake`` whenever another process notifies; ``None`` if unsupported."""
+        ...

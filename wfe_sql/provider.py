@@ -1,0 +1,207 @@
+"""The SQL persistence provider and the backend that bundles the SQL providers."""
+
+from __future__ import annotations
+
+import uuid
+
+from wfe_core.errors import DefinitionNotFound, NotFound, ProviderError
+from wfe_core.models import (
+    FINISHED_STATUSES,
+    Claim,
+    DefinitionRecord,
+    Event,
+    EventSubscription,
+    ExecutionPointer,
+    NewWorkflow,
+    StepCommit,
+    WorkflowQuery,
+    WorkflowRecord,
+    WorkflowState,
+    WorkflowStatus,
+)
+from wfe_core.ports.backend import Backend
+from wfe_core.ports.persistence import PersistenceProvider
+from wfe_sql import commit as commits
+from wfe_sql import definitions, events, migrate, purge, workflows
+from wfe_sql.database import Database
+from wfe_sql.dialect import SqlDialect
+from wfe_sql.locks import SqlLock
+from wfe_sql.queue import SqlQueue
+from wfe_sql.search import SqlSearchIndex
+
+
+class SqlPersistence(PersistenceProvider):
+    """Workflows, pointers, events and definitions in a SQL database."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._dialect = db.dialect
+
+    @property
+    def database(self) -> Database:
+        """The database this provider (and its sibling providers) use."""
+        return self._db
+
+    async def migrate(self) -> None:
+        """Bring the schema to the latest migration (safe when hosts start together)."""
+        await migrate.upgrade(self._db)
+        await self._db.sync_clock()
+
+    async def close(self) -> None:
+        """Close the listener and every pooled connection."""
+        await self._db.close()
+
+    def now_ms(self) -> int:
+        """The database clock, estimated since its last reading."""
+        return self._db.clock.now_ms()
+
+    async def create_workflow(self, new: NewWorkflow) -> tuple[WorkflowRecord, bool]:
+        """Insert a workflow and its first pointers, or return the one with its key."""
+        async with self._db.write(f"create workflow {new.id}") as conn:
+            record = await workflows.insert_workflow(conn, self._dialect, new)
+            if record is None:
+                existing = await workflows.select_workflow_by_key(conn, new.idempotency_key or "")
+                if existing is None:
+                    raise ProviderError(f"workflow id {new.id!r} is already taken")
+                return existing, False
+            await workflows.insert_pointers(conn, new.id, new.pointers, 0)
+            if new.next_execution is not None:
+                await self._dialect.notify_work(conn)
+        self._db.clock.sync(record.create_time)
+        if new.next_execution is not None:
+            self._db.signal.set()
+        return record, True
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowRecord:
+        """Return the record; raise ``NotFound`` for an unknown or malformed id."""
+        async with self._db.read(f"read workflow {workflow_id}") as conn:
+            record = await workflows.select_workflow(conn, workflow_id)
+        if record is None:
+            raise NotFound(workflow_id)
+        return record
+
+    async def list_workflows(self, query: WorkflowQuery) -> list[WorkflowRecord]:
+        """Records matching the filters, newest first."""
+        async with self._db.read("list workflows") as conn:
+            return await workflows.select_workflows(conn, query)
+
+    async def get_pointers(self, workflow_id: str) -> list[ExecutionPointer]:
+        """Every pointer of the workflow, oldest first; ``NotFound`` if unknown."""
+        async with self._db.read(f"read pointers of workflow {workflow_id}") as conn:
+            if not await workflows.workflow_exists(conn, workflow_id):
+                raise NotFound(workflow_id)
+            return await workflows.select_pointers(conn, workflow_id)
+
+    async def load_state(self, claim: Claim) -> WorkflowState:
+        """Load a claimed workflow; ``LeaseLost`` if the claim's token is stale."""
+        async with self._db.read(f"load workflow {claim.workflow_id}") as conn:
+            return await commits.load_state(conn, claim)
+
+    async def commit(self, commit: StepCommit) -> WorkflowStatus:
+        """Apply one step transition atomically, fenced by ``(owner, token)``."""
+        async with self._db.write(f"commit a step of workflow {commit.workflow_id}") as conn:
+            status = await commits.apply_commit(conn, self._dialect, commit)
+            wakes = _makes_work(commit, status)
+            if wakes:
+                await self._dialect.notify_work(conn)
+        if wakes:
+            self._db.signal.set()
+        return status
+
+    async def set_status(
+        self,
+        workflow_id: str,
+        action: str,
+        allowed_from: frozenset[WorkflowStatus],
+        to: WorkflowStatus,
+    ) -> WorkflowRecord:
+        """Compare-and-set control operation (suspend/resume/terminate)."""
+        async with self._db.write(f"{action} workflow {workflow_id}") as conn:
+            record = await workflows.set_status(
+                conn, self._dialect, workflow_id, action, allowed_from, to
+            )
+            if to is WorkflowStatus.RUNNABLE:
+                await self._dialect.notify_work(conn)
+        if to is WorkflowStatus.RUNNABLE:
+            self._db.signal.set()
+        return record
+
+    async def purge(self, older_than_ms: int, statuses: frozenset[WorkflowStatus]) -> int:
+        """Delete finished workflows completed before the time, with their rows, and
+        the events no unfinished workflow can match any more; in bounded batches."""
+        finished = statuses & FINISHED_STATUSES
+        deleted = 0
+        while finished:
+            async with self._db.write("purge finished workflows") as conn:
+                ids = await purge.select_purgeable(conn, older_than_ms, finished, purge.PURGE_BATCH)
+                if ids:
+                    deleted += await purge.delete_workflows(conn, ids)
+            if len(ids) < purge.PURGE_BATCH:
+                break
+        while True:
+            async with self._db.write("purge old events") as conn:
+                count = await events.delete_unreachable_events(
+                    conn, older_than_ms, purge.PURGE_BATCH
+                )
+            if count < purge.PURGE_BATCH:
+                break
+        return deleted
+
+    async def publish_event(self, name: str, key: str, data_json: str) -> Event:
+        """Store an event and make every subscribed workflow due now, atomically."""
+        async with self._db.write(f"publish event {name!r}/{key!r}") as conn:
+            event = await events.insert_event(
+                conn, self._dialect, uuid.uuid4().hex, name, key, data_json
+            )
+            woken = await events.wake_subscribers(conn, event)
+            if woken:
+                await self._dialect.notify_work(conn)
+        self._db.clock.sync(event.event_time)
+        if woken:
+            self._db.signal.set()
+        return event
+
+    async def find_events(
+        self, workflow_id: str, subscriptions: list[EventSubscription]
+    ) -> dict[str, Event]:
+        """For each subscription, the earliest matching event not yet delivered."""
+        found: dict[str, Event] = {}
+        if not subscriptions:
+            return found
+        async with self._db.read(f"find events for workflow {workflow_id}") as conn:
+            for sub in subscriptions:
+                event = await events.earliest_undelivered(conn, workflow_id, sub)
+                if event is not None:
+                    found[sub.id] = event
+        return found
+
+    async def save_definition(self, record: DefinitionRecord) -> None:
+        """Record (insert or update) a definition a host registered."""
+        async with self._db.write(f"save definition {record.definition_id!r}") as conn:
+            await definitions.upsert_definition(conn, self._dialect, record)
+
+    async def get_definition(self, definition_id: str, version: int | None) -> DefinitionRecord:
+        """The recorded definition (latest version when ``version`` is None)."""
+        async with self._db.read(f"read definition {definition_id!r}") as conn:
+            record = await definitions.select_definition(conn, definition_id, version)
+        if record is None:
+            raise DefinitionNotFound(definition_id, version)
+        return record
+
+
+def _makes_work(commit: StepCommit, status: WorkflowStatus) -> bool:
+    """Whether a commit left the workflow claimable by others (released and due)."""
+    return (
+        commit.release and status is WorkflowStatus.RUNNABLE and commit.next_execution is not None
+    )
+
+
+def open_sql_backend(dialect: SqlDialect) -> Backend:
+    """The providers of one database, sharing one engine, clock and wake-up signal."""
+    db = Database(dialect)
+    return Backend(
+        persistence=SqlPersistence(db),
+        queue=SqlQueue(db),
+        lock=SqlLock(db),
+        search=SqlSearchIndex(db),
+    )

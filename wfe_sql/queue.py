@@ -1,0 +1,190 @@
+"""The work queue: claiming due workflows under a lease, renewing, releasing, waking.
+
+Due-ness and lease expiry are always compared with the database clock inside SQL, so a
+host's wrong or stepping clock can neither steal work nor keep it. Recovery of a dead
+host's work is part of the claim (an expired lease is free), not a separate janitor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wfe_core.models import Claim
+from wfe_core.ports.queue import QueueProvider
+from wfe_sql.database import Database
+from wfe_sql.dialect import SqlDialect
+from wfe_sql.schema import RUNNABLE_SQL, workflows
+
+
+def _ms(seconds: float) -> int:
+    return max(int(seconds * 1000), 0)
+
+
+def claim_statement(
+    dialect: SqlDialect,
+    owner: str,
+    limit: int,
+    lease_ms: int,
+    eligible: Sequence[tuple[str, int]],
+) -> sa.Update:
+    """Claim up to ``limit`` due workflows whose lease is free; uses ix_wfe_workflows_due.
+
+    Each claimed row gets a new token (+1); taking over a lease that was never released
+    (its holder died) also counts a recovery.
+    """
+    now = dialect.now_ms()
+    candidates = dialect.lock_candidates(
+        sa.select(workflows.c.id)
+        .where(
+            workflows.c.status == RUNNABLE_SQL,
+            workflows.c.next_execution <= now,
+            sa.or_(workflows.c.lease_expires_at.is_(None), workflows.c.lease_expires_at < now),
+            sa.tuple_(workflows.c.definition_id, workflows.c.version).in_(list(eligible)),
+        )
+        .order_by(workflows.c.next_execution)
+        .limit(limit)
+    )
+    return (
+        sa.update(workflows)
+        .where(workflows.c.id.in_(candidates.scalar_subquery()))
+        .values(
+            lease_owner=owner,
+            lease_token=workflows.c.lease_token + 1,
+            lease_expires_at=now + lease_ms,
+            recoveries=workflows.c.recoveries
+            + sa.case((workflows.c.lease_owner.is_not(None), 1), else_=0),
+        )
+        .returning(
+            workflows.c.id,
+            workflows.c.lease_token,
+            workflows.c.lease_expires_at,
+            workflows.c.recoveries,
+            now.label("db_now"),
+        )
+    )
+
+
+async def claim_due(
+    conn: AsyncConnection,
+    dialect: SqlDialect,
+    owner: str,
+    limit: int,
+    lease_ms: int,
+    eligible: Sequence[tuple[str, int]],
+) -> list[Claim]:
+    """Run :func:`claim_statement` and return the claims, oldest due first."""
+    result = await conn.execute(claim_statement(dialect, owner, limit, lease_ms, eligible))
+    return [
+        Claim(
+            workflow_id=row.id,
+            owner=owner,
+            token=row.lease_token,
+            expires_at=row.lease_expires_at,
+            db_now=row.db_now,
+            recoveries=row.recoveries,
+        )
+        for row in result
+    ]
+
+
+async def renew_lease(
+    conn: AsyncConnection, dialect: SqlDialect, claim: Claim, lease_ms: int
+) -> Claim | None:
+    """Push a held lease's expiry to now + lease; ``None`` if the claim is stale."""
+    now = dialect.now_ms()
+    stmt = (
+        sa.update(workflows)
+        .where(
+            workflows.c.id == claim.workflow_id,
+            workflows.c.lease_owner == claim.owner,
+            workflows.c.lease_token == claim.token,
+        )
+        .values(lease_expires_at=now + lease_ms)
+        .returning(workflows.c.lease_expires_at, now.label("db_now"))
+    )
+    row = (await conn.execute(stmt)).first()
+    if row is None:
+        return None
+    return Claim(
+        workflow_id=claim.workflow_id,
+        owner=claim.owner,
+        token=claim.token,
+        expires_at=row.lease_expires_at,
+        db_now=row.db_now,
+        recoveries=claim.recoveries,
+    )
+
+
+async def release_lease(conn: AsyncConnection, dialect: SqlDialect, claim: Claim) -> bool:
+    """Give a held lease up and make the workflow due now; ``False`` if the claim is stale.
+
+    The token stays: it only ever grows.
+    """
+    stmt = (
+        sa.update(workflows)
+        .where(
+            workflows.c.id == claim.workflow_id,
+            workflows.c.lease_owner == claim.owner,
+            workflows.c.lease_token == claim.token,
+        )
+        .values(lease_owner=None, lease_expires_at=None, next_execution=dialect.now_ms())
+    )
+    return (await conn.execute(stmt)).rowcount > 0
+
+
+class SqlQueue(QueueProvider):
+    """Hands out due workflows under leases from the SQL store."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.supports_notify = db.dialect.supports_notify
+
+    async def claim(
+        self, owner: str, limit: int, lease_seconds: float, eligible: Sequence[tuple[str, int]]
+    ) -> list[Claim]:
+        """Lease up to ``limit`` due workflows of the eligible (definition, version) pairs."""
+        if limit <= 0 or not eligible:
+            return []
+        await self._db.ensure_listener()
+        async with self._db.write("claim workflows") as conn:
+            claims = await claim_due(
+                conn, self._db.dialect, owner, limit, _ms(lease_seconds), eligible
+            )
+        if claims:
+            self._db.clock.sync(max(claim.db_now for claim in claims))
+        return claims
+
+    async def renew(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim]:
+        """Extend the leases still held; a claim missing from the result was lost."""
+        if not claims:
+            return []
+        async with self._db.write("renew leases") as conn:
+            renewed = [
+                fresh
+                for claim in claims
+                if (fresh := await renew_lease(conn, self._db.dialect, claim, _ms(lease_seconds)))
+            ]
+        if renewed:
+            self._db.clock.sync(max(claim.db_now for claim in renewed))
+        return renewed
+
+    async def release(self, claim: Claim) -> None:
+        """Give the lease up and make the workflow due now; a stale claim is ignored."""
+        async with self._db.write("release a lease") as conn:
+            released = await release_lease(conn, self._db.dialect, claim)
+            if released:
+                await self._db.dialect.notify_work(conn)
+        if released:
+            self.wake()
+
+    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109 - the port's
+        """Return on a wake-up (this process, or a notification) or after ``timeout``."""
+        await self._db.ensure_listener()
+        await self._db.signal.wait(timeout)
+
+    def wake(self) -> None:
+        """Wake this process's waiters now."""
+        self._db.signal.set()

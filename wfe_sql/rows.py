@@ -1,0 +1,97 @@
+"""Conversions between table rows and the records of :mod:`wfe_core.models`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import RowMapping
+
+from wfe_core.models import (
+    DefinitionRecord,
+    Event,
+    EventSubscription,
+    ExecutionError,
+    ExecutionPointer,
+    WorkflowRecord,
+    WorkflowStatus,
+)
+from wfe_sql import schema
+
+WORKFLOW_COLUMNS = tuple(schema.workflows.c)
+
+
+def workflow_record(row: RowMapping | Mapping[str, Any]) -> WorkflowRecord:
+    """A workflow row as a record."""
+    return WorkflowRecord(
+        id=row["id"],
+        definition_id=row["definition_id"],
+        version=row["version"],
+        reference=row["reference"],
+        idempotency_key=row["idempotency_key"],
+        status=WorkflowStatus(row["status"]),
+        data=row["data"],
+        error=row["error"],
+        create_time=row["create_time"],
+        complete_time=row["complete_time"],
+        next_execution=row["next_execution"],
+        lease_owner=row["lease_owner"],
+        lease_token=row["lease_token"],
+        lease_expires_at=row["lease_expires_at"],
+        recoveries=row["recoveries"],
+    )
+
+
+def pointer_values(workflow_id: str, pointer: ExecutionPointer) -> dict[str, Any]:
+    """Column values of a pointer row (without its position)."""
+    return {
+        "id": pointer.id,
+        "workflow_id": workflow_id,
+        "step_id": pointer.step_id,
+        "step_name": pointer.step_name,
+        "status": pointer.status.value,
+        "body": pointer.model_dump_json(),
+    }
+
+
+def pointer(body: str) -> ExecutionPointer:
+    """A pointer from its stored JSON body."""
+    return ExecutionPointer.model_validate_json(body)
+
+
+def subscription_values(sub: EventSubscription) -> dict[str, Any]:
+    """Column values of a subscription row."""
+    return sub.model_dump()
+
+
+def subscription(row: RowMapping) -> EventSubscription:
+    """A subscription row as a record."""
+    return EventSubscription.model_validate(dict(row))
+
+
+def event(row: RowMapping) -> Event:
+    """An event row as a record (its data parsed from JSON)."""
+    return Event(
+        id=row["id"],
+        name=row["name"],
+        key=row["key"],
+        data=json.loads(row["data"]),
+        event_time=row["event_time"],
+    )
+
+
+def error_values(error_id: str, error: ExecutionError) -> dict[str, Any]:
+    """Column values of an execution-error row."""
+    return {"id": error_id, **error.model_dump()}
+
+
+def definition(row: RowMapping) -> DefinitionRecord:
+    """A definition row as a record (its data schema parsed from JSON)."""
+    return DefinitionRecord(
+        definition_id=row["definition_id"],
+        version=row["version"],
+        fingerprint=row["fingerprint"],
+        data_schema=json.loads(row["data_schema"]),
+        registered_at=row["registered_at"],
+    )

@@ -1,0 +1,167 @@
+"""Queries on workflow rows and their pointers (outside the fenced step commit)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wfe_core.errors import InvalidStateTransition, NotFound
+from wfe_core.models import (
+    FINISHED_STATUSES,
+    ExecutionPointer,
+    NewWorkflow,
+    WorkflowQuery,
+    WorkflowRecord,
+    WorkflowStatus,
+)
+from wfe_sql import rows
+from wfe_sql.dialect import SqlDialect
+from wfe_sql.schema import pointers, workflows
+
+
+async def insert_workflow(
+    conn: AsyncConnection, dialect: SqlDialect, new: NewWorkflow
+) -> WorkflowRecord | None:
+    """Insert a RUNNABLE workflow created now; ``None`` if its idempotency key is taken."""
+    values: dict[str, Any] = {
+        "id": new.id,
+        "definition_id": new.definition_id,
+        "version": new.version,
+        "reference": new.reference,
+        "idempotency_key": new.idempotency_key,
+        "status": WorkflowStatus.RUNNABLE.value,
+        "data": new.data,
+        "create_time": dialect.now_ms(),
+        "next_execution": new.next_execution,
+        "lease_token": 0,
+        "recoveries": 0,
+    }
+    if new.idempotency_key is None:
+        stmt = sa.insert(workflows).values(values)
+    else:
+        stmt = dialect.insert_ignore(workflows, values)
+    row = (await conn.execute(stmt.returning(*rows.WORKFLOW_COLUMNS))).mappings().first()
+    return None if row is None else rows.workflow_record(row)
+
+
+async def select_workflow(conn: AsyncConnection, workflow_id: str) -> WorkflowRecord | None:
+    """The workflow with this id, or ``None``; by primary key."""
+    stmt = sa.select(workflows).where(workflows.c.id == workflow_id)
+    row = (await conn.execute(stmt)).mappings().first()
+    return None if row is None else rows.workflow_record(row)
+
+
+async def select_workflow_by_key(conn: AsyncConnection, key: str) -> WorkflowRecord | None:
+    """The workflow created with this idempotency key; uses ux_wfe_workflows_idempotency_key."""
+    stmt = sa.select(workflows).where(workflows.c.idempotency_key == key)
+    row = (await conn.execute(stmt)).mappings().first()
+    return None if row is None else rows.workflow_record(row)
+
+
+async def select_workflows(conn: AsyncConnection, query: WorkflowQuery) -> list[WorkflowRecord]:
+    """Workflows matching the filters, newest first; uses the ix_wfe_workflows_* indexes."""
+    stmt = sa.select(workflows)
+    if query.status is not None:
+        stmt = stmt.where(workflows.c.status == query.status.value)
+    if query.definition_id is not None:
+        stmt = stmt.where(workflows.c.definition_id == query.definition_id)
+    if query.reference is not None:
+        stmt = stmt.where(workflows.c.reference == query.reference)
+    stmt = (
+        stmt.order_by(workflows.c.create_time.desc(), workflows.c.id.desc())
+        .limit(query.limit)
+        .offset(query.offset)
+    )
+    return [rows.workflow_record(row) for row in (await conn.execute(stmt)).mappings()]
+
+
+async def workflow_exists(conn: AsyncConnection, workflow_id: str) -> bool:
+    """Whether a workflow with this id exists; by primary key."""
+    stmt = sa.select(sa.literal(1)).where(workflows.c.id == workflow_id)
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def select_pointers(conn: AsyncConnection, workflow_id: str) -> list[ExecutionPointer]:
+    """Every pointer of a workflow in creation order; uses ux_wfe_pointers_workflow_position."""
+    stmt = (
+        sa.select(pointers.c.body)
+        .where(pointers.c.workflow_id == workflow_id)
+        .order_by(pointers.c.position)
+    )
+    return [rows.pointer(body) for body in (await conn.execute(stmt)).scalars()]
+
+
+async def next_pointer_position(conn: AsyncConnection, workflow_id: str) -> int:
+    """The position the workflow's next new pointer gets (one past the last)."""
+    stmt = sa.select(sa.func.coalesce(sa.func.max(pointers.c.position) + 1, 0)).where(
+        pointers.c.workflow_id == workflow_id
+    )
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def insert_pointers(
+    conn: AsyncConnection, workflow_id: str, new: Sequence[ExecutionPointer], first_position: int
+) -> None:
+    """Insert new pointers of a workflow at consecutive positions."""
+    if not new:
+        return
+    values = [
+        {**rows.pointer_values(workflow_id, pointer), "position": first_position + offset}
+        for offset, pointer in enumerate(new)
+    ]
+    await conn.execute(sa.insert(pointers), values)
+
+
+async def update_pointer(
+    conn: AsyncConnection, workflow_id: str, pointer: ExecutionPointer
+) -> bool:
+    """Overwrite a stored pointer of the workflow; ``False`` if it does not exist."""
+    values = rows.pointer_values(workflow_id, pointer)
+    del values["id"], values["workflow_id"]
+    stmt = (
+        sa.update(pointers)
+        .where(pointers.c.id == pointer.id, pointers.c.workflow_id == workflow_id)
+        .values(values)
+    )
+    return (await conn.execute(stmt)).rowcount > 0
+
+
+async def set_status(
+    conn: AsyncConnection,
+    dialect: SqlDialect,
+    workflow_id: str,
+    action: str,
+    allowed_from: frozenset[WorkflowStatus],
+    to: WorkflowStatus,
+) -> WorkflowRecord:
+    """Compare-and-set the status of a workflow (suspend, resume, terminate)."""
+    values: dict[str, Any] = {"status": to.value}
+    if to is WorkflowStatus.RUNNABLE:
+        values["next_execution"] = dialect.now_ms()
+    if to in FINISHED_STATUSES:
+        # Clearing the lease fences off the owner's next commit.
+        values.update(
+            complete_time=dialect.now_ms(),
+            next_execution=None,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+    stmt = (
+        sa.update(workflows)
+        .where(
+            workflows.c.id == workflow_id,
+            workflows.c.status.in_(sorted(status.value for status in allowed_from)),
+        )
+        .values(values)
+        .returning(*rows.WORKFLOW_COLUMNS)
+    )
+    row = (await conn.execute(stmt)).mappings().first()
+    if row is not None:
+        return rows.workflow_record(row)
+    current = await select_workflow(conn, workflow_id)
+    if current is None:
+        raise NotFound(workflow_id)
+    raise InvalidStateTransition(workflow_id, action, current.status.value)

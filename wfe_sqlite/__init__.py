@@ -1,0 +1,30 @@
+"""SQLite backend of wfe: one database file, several processes, WAL mode.
+
+``import wfe_sqlite`` is cheap: SQLAlchemy, aiosqlite and the providers load when a
+backend is opened.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wfe_core.ports.backend import Backend
+
+__all__ = ["open_backend"]
+
+
+def open_backend(url: str) -> Backend:
+    """Open the SQLite backend for ``url`` (``sqlite+aiosqlite:///path`` or ``sqlite:///path``).
+
+    Nothing touches the file until first use; ``await backend.persistence.migrate()``
+    creates or upgrades the schema. ``?synchronous=FULL`` in the URL makes commits
+    survive power loss too (the default, NORMAL, survives process crashes).
+
+    Raises:
+        ValueError: the URL is not a SQLite file URL.
+    """
+    from wfe_sql.provider import open_sql_backend
+    from wfe_sqlite.dialect import SqliteDialect
+
+    return open_sql_backend(SqliteDialect(url))

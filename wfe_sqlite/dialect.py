@@ -1,0 +1,207 @@
+"""SQLite for the shared SQL providers: engine set-up, transactions, error codes.
+
+Choices (see RELIABILITY.md §5):
+
+* **Transactions are ours, not the driver's.** Every connection is put in driver
+  autocommit (``isolation_level = None``) and the engine's ``begin`` event emits
+  ``BEGIN IMMEDIATE`` for write transactions and plain ``BEGIN`` for reads
+  (SQLAlchemy's documented recipe for pysqlite/aiosqlite). A write transaction thus
+  holds the write lock from its first statement: a read-then-write never has to
+  upgrade a lock, which SQLite would refuse with an instant SQLITE_BUSY.
+* **One writer per process.** An ``asyncio.Lock`` serialises this process's write
+  transactions; across processes ``busy_timeout`` (30 s) makes ``BEGIN IMMEDIATE``
+  wait for the lock, and a short retry covers the SQLITE_BUSY that SQLite returns
+  without waiting (e.g. during WAL recovery).
+* **WAL, synchronous=NORMAL.** Readers and the writer do not block each other. With
+  NORMAL a committed transaction survives a crash or ``kill -9`` of the process but
+  may be lost on an OS crash or power loss; add ``?synchronous=FULL`` to the URL to
+  cover those too, at the cost of an fsync per commit.
+* **Database time.** Times are computed in SQL from ``julianday('now')``, which
+  SQLite keeps fixed within one statement, in whole milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+from tenacity import (
+    AsyncRetrying,
+    before_sleep_log,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from wfe_core.errors import ProviderError
+from wfe_sql.dialect import Listener
+
+logger = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 30_000
+"""How long a connection waits for another process's write lock before SQLITE_BUSY."""
+
+SYNCHRONOUS_LEVELS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+
+_WRITE_OPTION = "wfe_write_transaction"
+"""Connection execution option telling the ``begin`` event to take the write lock."""
+
+# Primary result codes after which the same operation may succeed when retried.
+_TRANSIENT_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_PROTOCOL})
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+_NOW_MS = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER)"
+
+
+def sqlite_error_code(exc: BaseException) -> int | None:
+    """The primary SQLite result code behind ``exc`` (a DBAPIError or sqlite3.Error)."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    code = getattr(orig, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return sqlite_error_code(exc) in _BUSY_CODES
+
+
+def normalize_url(url: str | URL) -> tuple[URL, str]:
+    """Return the aiosqlite URL and the ``synchronous`` level given in its query.
+
+    ``sqlite:///path`` gets the aiosqlite driver; in-memory databases are refused,
+    since each pooled connection would see a different, empty database.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        raise ValueError(f"not a SQLite URL: {parsed.render_as_string(hide_password=True)}")
+    if parsed.get_driver_name() not in ("pysqlite", "aiosqlite"):
+        raise ValueError(f"unsupported SQLite driver {parsed.get_driver_name()!r}; use aiosqlite")
+    database = parsed.database or ""
+    if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
+        raise ValueError(
+            "wfe_sqlite needs a database file; use wfe_core.testing for in-memory stores"
+        )
+    synchronous = str(parsed.query.get("synchronous", "NORMAL")).upper()
+    if synchronous not in SYNCHRONOUS_LEVELS:
+        raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_LEVELS)}")
+    parsed = parsed.difference_update_query(["synchronous"]).set(drivername="sqlite+aiosqlite")
+    return parsed, synchronous
+
+
+class SqliteDialect:
+    """The SQLite half of :class:`wfe_sql.dialect.SqlDialect`."""
+
+    name = "sqlite"
+    supports_notify = False
+    migration_batch_mode = True
+
+    def __init__(self, url: str | URL, *, pool_size: int = 5, max_overflow: int = 10) -> None:
+        self.url, self.synchronous = normalize_url(url)
+        self._pool_size = pool_size
+        self._max_overflow = max_overflow
+        self._write_lock = asyncio.Lock()
+
+    def create_engine(self) -> AsyncEngine:
+        """An aiosqlite engine whose connections get our pragmas and BEGIN handling."""
+        engine = create_async_engine(
+            self.url, pool_size=self._pool_size, max_overflow=self._max_overflow
+        )
+        sa_event.listen(engine.sync_engine, "connect", self._on_connect)
+        sa_event.listen(engine.sync_engine, "begin", _on_begin)
+        return engine
+
+    def _on_connect(self, dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        # Driver autocommit: the driver never emits BEGIN; _on_begin does.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            # busy_timeout first, so that switching a new file to WAL waits its turn.
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            row = cursor.fetchone()
+            mode = str(row[0]).lower() if row else "unknown"
+            if mode != "wal":
+                raise ProviderError(
+                    f"sqlite: {self.url.database} runs in journal_mode={mode}, not WAL"
+                    " (WAL is unavailable on network filesystems)"
+                )
+            cursor.execute(f"PRAGMA synchronous = {self.synchronous}")
+        finally:
+            cursor.close()
+
+    def now_ms(self) -> sa.ColumnElement[int]:
+        """``julianday('now')`` as epoch milliseconds (fixed within one statement)."""
+        return sa.literal_column(_NOW_MS, type_=sa.BigInteger)
+
+    def insert_ignore(self, table: sa.Table, values: Mapping[str, Any]) -> sa.Insert:
+        """``INSERT ... ON CONFLICT DO NOTHING``."""
+        return sqlite_insert(table).values(dict(values)).on_conflict_do_nothing()
+
+    def upsert(
+        self,
+        table: sa.Table,
+        values: Mapping[str, Any],
+        conflict_columns: Sequence[str],
+        update: Mapping[str, Any],
+        where: sa.ColumnElement[bool] | None = None,
+    ) -> sa.Insert:
+        """``INSERT ... ON CONFLICT (cols) DO UPDATE SET ... [WHERE ...]``."""
+        return (
+            sqlite_insert(table)
+            .values(dict(values))
+            .on_conflict_do_update(index_elements=list(conflict_columns), set_=update, where=where)
+        )
+
+    def lock_candidates(self, select: sa.Select[Any]) -> sa.Select[Any]:
+        """Nothing to lock: the write transaction already excludes other claimers."""
+        return select
+
+    def write_guard(self) -> asyncio.Lock:
+        """The process's single-writer lock."""
+        return self._write_lock
+
+    async def begin(self, conn: AsyncConnection, *, write: bool) -> None:
+        """``BEGIN`` for reads; ``BEGIN IMMEDIATE`` for writes, retried on SQLITE_BUSY."""
+        if not write:
+            await conn.begin()
+            return
+        await conn.execution_options(**{_WRITE_OPTION: True})
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_is_busy),
+            stop=stop_after_attempt(5),
+            wait=wait_exponential(multiplier=0.05, max=1.0),
+            before_sleep=before_sleep_log(logger, logging.DEBUG),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await conn.begin()
+
+    def is_transient(self, exc: DBAPIError) -> bool:
+        """Busy/locked databases and lost connections are worth a retry."""
+        return bool(exc.connection_invalidated) or sqlite_error_code(exc) in _TRANSIENT_CODES
+
+    async def prepare_migration(self, conn: AsyncConnection) -> None:
+        """Nothing to do: the migration runs inside ``BEGIN IMMEDIATE``, one at a time."""
+
+    async def notify_work(self, conn: AsyncConnection) -> None:
+        """Nothing to do: SQLite cannot notify other processes; they poll."""
+
+    async def listen(self, wake: Callable[[], None]) -> Listener | None:
+        """SQLite has no LISTEN/NOTIFY."""
+        return None
+
+
+def _on_begin(conn: Connection) -> None:
+    statement = "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE_OPTION) else "BEGIN"
+    conn.exec_driver_sql(statement)
