@@ -84,10 +84,12 @@ class WorkflowRun:
     def now(self) -> int:
         return self.services.persistence.now_ms()
 
+    def make_event(self, cls: type[ev.LifecycleEvent], **fields: Any) -> ev.LifecycleEvent:
+        return cls(workflow_id=self.workflow_id, definition_id=self.definition.id,
+                   version=self.definition.version, **fields)
+
     def event(self, cls: type[ev.LifecycleEvent], **fields: Any) -> None:
-        self.services.lifecycle.publish(
-            cls(workflow_id=self.workflow_id, definition_id=self.definition.id,
-                version=self.definition.version, **fields))
+        self.services.lifecycle.publish(self.make_event(cls, **fields))
 
     async def run(self) -> None:
         """Run until nothing is ready; raises ``LeaseLost`` if fenced off."""
@@ -193,7 +195,9 @@ class WorkflowRun:
             step_commit, new_data = builder.build()
             status = await self.services.persistence.commit(step_commit)
             self._apply(step_commit, new_data, status)
-        await self._after_commit(step_commit, status)
+        for event in transition.events:
+            self.services.lifecycle.publish(event)
+        self._after_commit(step_commit, status)
 
     def _apply(self, commit: StepCommit, new_data: dict[str, Any] | None, status: WorkflowStatus) -> None:
         self.unsaved.clear()
@@ -211,7 +215,7 @@ class WorkflowRun:
         if status is not WorkflowStatus.RUNNABLE:
             self.halted = True
 
-    async def _after_commit(self, commit: StepCommit, status: WorkflowStatus) -> None:
+    def _after_commit(self, commit: StepCommit, status: WorkflowStatus) -> None:
         if status is WorkflowStatus.COMPLETE and commit.status is WorkflowStatus.COMPLETE:
             self.event(ev.WorkflowCompleted)
         elif status is WorkflowStatus.FAILED and commit.status is WorkflowStatus.FAILED:

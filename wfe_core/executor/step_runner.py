@@ -97,8 +97,8 @@ class StepRunner:
 
     async def _skip(self, pointer: ExecutionPointer, step: StepDef) -> None:
         pointer.status, pointer.end_time = PointerStatus.SKIPPED, self.run.now()
-        await self.run.commit(Transition(pointer=pointer), pointer.id)
-        self._event(ev.StepSkipped, pointer)
+        t = Transition(pointer=pointer, events=[self._event(ev.StepSkipped, pointer)])
+        await self.run.commit(t, pointer.id)
 
     async def _succeeded(self, pointer: ExecutionPointer, step: StepDef, result: ExecutionResult,
                          patch: Patch) -> None:
@@ -111,6 +111,7 @@ class StepRunner:
         if result.proceed:
             pointer.status, pointer.end_time = PointerStatus.COMPLETE, now
             pointer.outcome = result.outcome_value
+            t.events.append(self._event(ev.StepCompleted, pointer))
         elif result.event_name is not None:
             t.subscription = self._wait(pointer, step, result, now)
         elif result.branch_values and step.children:
@@ -121,8 +122,6 @@ class StepRunner:
             pointer.sleep_until = now + int((result.sleep_for or 0.0) * 1000)
         await run.commit(t, pointer.id)
         run.deliveries.pop(pointer.id, None)
-        if pointer.status is PointerStatus.COMPLETE:
-            self._event(ev.StepCompleted, pointer)
 
     def _wait(self, pointer: ExecutionPointer, step: StepDef, result: ExecutionResult,
               now: int) -> EventSubscription:
@@ -158,15 +157,15 @@ class StepRunner:
             t.status, t.error = WorkflowStatus.TERMINATED, self._final_message(step, pointer, text)
         elif self._retryable(body, exc) and self._attempts_left(step, pointer):
             delay = run.retry_policy(step).backoff.delay(pointer.attempt)
+            t.events.append(self._event(ev.StepRetrying, pointer, error=text,
+                                        retry_at=ms_to_datetime(now + int(delay * 1000))))
             self._prime_retry(pointer, now, delay)
             await run.commit(t, pointer.id)
-            self._event(ev.StepRetrying, pointer, error=text,
-                        retry_at=ms_to_datetime(pointer.sleep_until))
             return
         else:
             await self._final_failure(pointer, step, body, exc, snapshot, t)
+        t.events.insert(0, self._event(ev.StepFailed, pointer, error=text))
         await run.commit(t, pointer.id)
-        self._event(ev.StepFailed, pointer, error=text)
 
     async def _final_failure(self, pointer: ExecutionPointer, step: StepDef, body: StepBody | None,
                              exc: Exception, snapshot: dict[str, Any] | None, t: Transition) -> None:
@@ -219,9 +218,10 @@ class StepRunner:
         pointer.event_name = pointer.event_key = None
         pointer.event_as_of, pointer.event_published, pointer.event_data = None, False, None
 
-    def _event(self, cls: type[ev.StepEvent], pointer: ExecutionPointer, **fields: Any) -> None:
-        self.run.event(cls, step_name=pointer.step_name, pointer_id=pointer.id,
-                       attempt=pointer.attempt, **fields)
+    def _event(self, cls: type[ev.StepEvent], pointer: ExecutionPointer,
+               **fields: Any) -> ev.LifecycleEvent:
+        return self.run.make_event(cls, step_name=pointer.step_name, pointer_id=pointer.id,
+                                   attempt=pointer.attempt, **fields)
 
 
 def _checked(result: ExecutionResult) -> ExecutionResult:

@@ -6,6 +6,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from wfe_core.events import LifecycleEvent
 from wfe_core.executor import plan
 from wfe_core.executor.data import encode
 from wfe_core.merge import Patch, apply
@@ -35,6 +36,7 @@ class Transition:
     error_record: ExecutionError | None = None
     status: WorkflowStatus | None = None
     error: str | None = None
+    events: list[LifecycleEvent] = field(default_factory=list)  # published after the commit
 
 
 class TransitionBuilder:
@@ -53,7 +55,7 @@ class TransitionBuilder:
         for pointer in updated:
             pointers[pointer.id] = pointer
         new = list(t.children)
-        if t.pointer is not None and t.pointer.ended:
+        if t.pointer is not None and t.pointer.ended and t.status is None:
             new += plan.successors(run.definition, t.pointer, list(pointers.values()), self.now)
             updated += self._resumed_parents(t.pointer, pointers, new)
         for pointer in new:
