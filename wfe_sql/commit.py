@@ -8,12 +8,13 @@ write, and gets :class:`wfe_core.errors.LeaseLost`.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wfe_core.errors import LeaseLost
+from wfe_core.errors import LeaseLost, ProviderError
 from wfe_core.models import (
     FINISHED_STATUSES,
     Claim,
@@ -61,6 +62,37 @@ async def load_state(conn: AsyncConnection, claim: Claim) -> WorkflowState:
     )
 
 
+@dataclass(frozen=True)
+class PreparedCommit:
+    """A step commit checked and serialised, so its transaction holds only SQL."""
+
+    commit: StepCommit
+    new_pointers: list[dict[str, Any]]
+    updated_pointers: list[dict[str, Any]]
+
+
+def prepare_commit(commit: StepCommit) -> PreparedCommit:
+    """Check and serialise a step commit before any transaction opens.
+
+    Raises:
+        InvalidData: the data is not JSON, or a pointer cannot be stored as JSON.
+        ProviderError: a new subscription belongs to another workflow.
+    """
+    workflow_id = commit.workflow_id
+    if commit.data is not None:
+        rows.check_json(commit.data, f"data of workflow {workflow_id}")
+    strangers = [sub.id for sub in commit.new_subscriptions if sub.workflow_id != workflow_id]
+    if strangers:
+        raise ProviderError(
+            f"subscriptions {strangers} belong to another workflow than {workflow_id}"
+        )
+    return PreparedCommit(
+        commit=commit,
+        new_pointers=[rows.pointer_values(workflow_id, p) for p in commit.new_pointers],
+        updated_pointers=[rows.pointer_values(workflow_id, p) for p in commit.updated_pointers],
+    )
+
+
 def _workflow_changes(dialect: SqlDialect, commit: StepCommit) -> dict[str, Any]:
     """The workflow-row assignments of a step commit."""
     values: dict[str, Any] = {"next_execution": commit.next_execution}
@@ -81,11 +113,13 @@ def _workflow_changes(dialect: SqlDialect, commit: StepCommit) -> dict[str, Any]
 
 async def update_workflow(
     conn: AsyncConnection, dialect: SqlDialect, commit: StepCommit
-) -> WorkflowStatus:
+) -> tuple[WorkflowStatus, int]:
     """Write the workflow row of a step commit if we hold the lease; else LeaseLost.
 
     Runs first in the commit transaction, so a fenced-off commit writes nothing.
+    Returns the status after the write and the database time.
     """
+    now = dialect.now_ms()
     stmt = (
         sa.update(workflows)
         .where(
@@ -93,28 +127,29 @@ async def update_workflow(
             workflows.c.status.in_(_OPEN_STATUSES),
         )
         .values(_workflow_changes(dialect, commit))
-        .returning(workflows.c.status)
+        .returning(workflows.c.status, now.label("db_now"))
     )
-    status = (await conn.execute(stmt)).scalar_one_or_none()
-    if status is None:
+    row = (await conn.execute(stmt)).first()
+    if row is None:
         raise LeaseLost(commit.workflow_id, commit.token)
-    return WorkflowStatus(status)
+    return WorkflowStatus(row.status), int(row.db_now)
 
 
-async def write_pointers(conn: AsyncConnection, commit: StepCommit) -> None:
-    """Insert the commit's new pointers and overwrite its updated ones.
+async def write_pointers(conn: AsyncConnection, prepared: PreparedCommit) -> None:
+    """Overwrite the commit's updated pointers and append its new ones.
 
-    An "updated" pointer that was never stored is appended, so no pointer is lost.
+    Raises:
+        ProviderError: an updated pointer was never stored.
     """
-    unknown = [
-        pointer
-        for pointer in commit.updated_pointers
-        if not await update_pointer(conn, commit.workflow_id, pointer)
-    ]
-    new = [*commit.new_pointers, *unknown]
-    if new:
-        position = await next_pointer_position(conn, commit.workflow_id)
-        await insert_pointers(conn, commit.workflow_id, new, position)
+    workflow_id = prepared.commit.workflow_id
+    for values in prepared.updated_pointers:
+        if not await update_pointer(conn, values):
+            raise ProviderError(
+                f"cannot update unknown pointer {values['id']!r} of workflow {workflow_id}"
+            )
+    if prepared.new_pointers:
+        position = await next_pointer_position(conn, workflow_id)
+        await insert_pointers(conn, prepared.new_pointers, position)
 
 
 async def write_subscriptions(conn: AsyncConnection, commit: StepCommit) -> None:
@@ -153,12 +188,16 @@ async def write_errors(conn: AsyncConnection, commit: StepCommit) -> None:
 
 
 async def apply_commit(
-    conn: AsyncConnection, dialect: SqlDialect, commit: StepCommit
-) -> WorkflowStatus:
-    """Every write of one step transition, workflow row first (fencing)."""
-    status = await update_workflow(conn, dialect, commit)
-    await write_pointers(conn, commit)
+    conn: AsyncConnection, dialect: SqlDialect, prepared: PreparedCommit
+) -> tuple[WorkflowStatus, int]:
+    """Every write of one step transition, workflow row first (fencing).
+
+    Returns the status after the commit and the database time.
+    """
+    commit = prepared.commit
+    status, db_now = await update_workflow(conn, dialect, commit)
+    await write_pointers(conn, prepared)
     await write_subscriptions(conn, commit)
     await write_deliveries(conn, dialect, commit)
     await write_errors(conn, commit)
-    return status
+    return status, db_now

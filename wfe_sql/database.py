@@ -11,7 +11,9 @@ connection inside a transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import TypeVar
@@ -28,6 +30,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+CLOCK_MARGIN_MS = 2
+"""Added to a database time read back, to cover whole-millisecond truncation on both
+sides, so that :meth:`Database.observe_time` gives an upper bound of the database clock."""
+
 
 class WorkSignal:
     """An in-process wake-up: set when work may have become due, awaited by idle hosts."""
@@ -40,18 +46,16 @@ class WorkSignal:
         self._event.set()
 
     async def wait(self, seconds: float) -> None:
-        """Return on a wake-up or after ``seconds``, whichever comes first.
+        """Return on a wake-up (even one made before the call) or after ``seconds``.
 
         The flag is cleared before returning, so a wake-up that arrives while the
-        caller polls is kept for its next wait instead of being lost.
+        caller then polls is kept for its next wait instead of being lost; a cancelled
+        waiter leaves it set, so that it cannot eat a wake-up meant for another.
         """
-        try:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(seconds, 0.0)):
                 await self._event.wait()
-        except TimeoutError:
-            pass
-        finally:
-            self._event.clear()
+        self._event.clear()
 
 
 class Database:
@@ -90,12 +94,22 @@ class Database:
                 finally:
                     await uncancellable(_finish(conn))
 
-    async def sync_clock(self) -> int:
-        """Read the database clock, sync :attr:`clock` with it and return it (ms)."""
+    def observe_time(self, db_now_ms: int, started_ns: int) -> None:
+        """Sync :attr:`clock` with a database time read by a statement sent at ``started_ns``
+        (``time.monotonic_ns()``).
+
+        The round trip is added, so the clock never runs behind the database: a time the
+        database stores afterwards is never later than ``clock.now_ms()``.
+        """
+        elapsed_ms = -(-(time.monotonic_ns() - started_ns) // 1_000_000)
+        self.clock.sync(db_now_ms + elapsed_ms + CLOCK_MARGIN_MS)
+
+    async def sync_clock(self) -> None:
+        """Read the database clock and sync :attr:`clock` with it."""
         async with self.read("read the database clock") as conn:
+            started = time.monotonic_ns()
             now = int((await conn.execute(select(self.dialect.now_ms()))).scalar_one())
-        self.clock.sync(now)
-        return now
+        self.observe_time(now, started)
 
     async def ensure_listener(self) -> None:
         """Start listening for other processes' notifications, if the dialect can.

@@ -16,11 +16,11 @@ from wfe_sql.schema import definitions
 async def upsert_definition(
     conn: AsyncConnection, dialect: SqlDialect, record: DefinitionRecord
 ) -> None:
-    """Insert or refresh one (definition_id, version), stamped with the database clock."""
+    """Insert or replace one (definition_id, version); ``registered_at`` 0 means now."""
     changes = {
         "fingerprint": record.fingerprint,
         "data_schema": json.dumps(record.data_schema, sort_keys=True),
-        "registered_at": dialect.now_ms(),
+        "registered_at": record.registered_at or dialect.now_ms(),
     }
     values = {"definition_id": record.definition_id, "version": record.version, **changes}
     await conn.execute(dialect.upsert(definitions, values, ["definition_id", "version"], changes))

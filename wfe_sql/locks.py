@@ -26,14 +26,15 @@ def _lease(row: sa.Row[tuple[str, str, int, int]]) -> Lease:
 async def take_lock(
     conn: AsyncConnection, dialect: SqlDialect, name: str, owner: str, ttl_ms: int
 ) -> Lease | None:
-    """Take the lock if it is free, released or expired, with the next token; else ``None``."""
+    """Take the lock, with the next token, if it is free, released, expired or already
+    ``owner``'s; ``None`` if someone else holds it."""
     now = dialect.now_ms()
     stmt = dialect.upsert(
         locks,
         {"name": name, "owner": owner, "token": 1, "expires_at": now + ttl_ms},
         ["name"],
         {"owner": owner, "token": locks.c.token + 1, "expires_at": now + ttl_ms},
-        where=sa.or_(locks.c.owner.is_(None), locks.c.expires_at < now),
+        where=sa.or_(locks.c.owner.is_(None), locks.c.expires_at <= now, locks.c.owner == owner),
     ).returning(*_LEASE_COLUMNS)
     row = (await conn.execute(stmt)).first()
     return None if row is None else _lease(row)
@@ -73,7 +74,8 @@ class SqlLock(LockProvider):
         self._db = db
 
     async def acquire(self, name: str, owner: str, ttl_seconds: float) -> Lease | None:
-        """Take the lock if it is free or expired; ``None`` if someone else holds it."""
+        """Take the lock if it is free or expired (or already ``owner``'s, which gets a new
+        token); ``None`` if someone else holds it."""
         async with self._db.write(f"acquire lock {name!r}") as conn:
             return await take_lock(conn, self._db.dialect, name, owner, _ms(ttl_seconds))
 

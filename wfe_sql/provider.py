@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from wfe_core.errors import DefinitionNotFound, NotFound, ProviderError
@@ -22,7 +23,7 @@ from wfe_core.models import (
 from wfe_core.ports.backend import Backend
 from wfe_core.ports.persistence import PersistenceProvider
 from wfe_sql import commit as commits
-from wfe_sql import definitions, events, migrate, purge, workflows
+from wfe_sql import definitions, events, migrate, purge, rows, workflows
 from wfe_sql.database import Database
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.locks import SqlLock
@@ -57,17 +58,20 @@ class SqlPersistence(PersistenceProvider):
 
     async def create_workflow(self, new: NewWorkflow) -> tuple[WorkflowRecord, bool]:
         """Insert a workflow and its first pointers, or return the one with its key."""
+        rows.check_json(new.data, f"data of workflow {new.id}")
+        pointers = [rows.pointer_values(new.id, pointer) for pointer in new.pointers]
         async with self._db.write(f"create workflow {new.id}") as conn:
+            started = time.monotonic_ns()
             record = await workflows.insert_workflow(conn, self._dialect, new)
             if record is None:
                 existing = await workflows.select_workflow_by_key(conn, new.idempotency_key or "")
                 if existing is None:
                     raise ProviderError(f"workflow id {new.id!r} is already taken")
                 return existing, False
-            await workflows.insert_pointers(conn, new.id, new.pointers, 0)
+            await workflows.insert_pointers(conn, pointers, 0)
             if new.next_execution is not None:
                 await self._dialect.notify_work(conn)
-        self._db.clock.sync(record.create_time)
+        self._db.observe_time(record.create_time, started)
         if new.next_execution is not None:
             self._db.signal.set()
         return record, True
@@ -99,11 +103,14 @@ class SqlPersistence(PersistenceProvider):
 
     async def commit(self, commit: StepCommit) -> WorkflowStatus:
         """Apply one step transition atomically, fenced by ``(owner, token)``."""
+        prepared = commits.prepare_commit(commit)
         async with self._db.write(f"commit a step of workflow {commit.workflow_id}") as conn:
-            status = await commits.apply_commit(conn, self._dialect, commit)
+            started = time.monotonic_ns()
+            status, db_now = await commits.apply_commit(conn, self._dialect, prepared)
             wakes = _makes_work(commit, status)
             if wakes:
                 await self._dialect.notify_work(conn)
+        self._db.observe_time(db_now, started)
         if wakes:
             self._db.signal.set()
         return status
@@ -117,11 +124,13 @@ class SqlPersistence(PersistenceProvider):
     ) -> WorkflowRecord:
         """Compare-and-set control operation (suspend/resume/terminate)."""
         async with self._db.write(f"{action} workflow {workflow_id}") as conn:
-            record = await workflows.set_status(
+            started = time.monotonic_ns()
+            record, db_now = await workflows.set_status(
                 conn, self._dialect, workflow_id, action, allowed_from, to
             )
             if to is WorkflowStatus.RUNNABLE:
                 await self._dialect.notify_work(conn)
+        self._db.observe_time(db_now, started)
         if to is WorkflowStatus.RUNNABLE:
             self._db.signal.set()
         return record
@@ -149,14 +158,16 @@ class SqlPersistence(PersistenceProvider):
 
     async def publish_event(self, name: str, key: str, data_json: str) -> Event:
         """Store an event and make every subscribed workflow due now, atomically."""
+        rows.check_json(data_json, f"data of event {name!r}/{key!r}")
         async with self._db.write(f"publish event {name!r}/{key!r}") as conn:
+            started = time.monotonic_ns()
             event = await events.insert_event(
                 conn, self._dialect, uuid.uuid4().hex, name, key, data_json
             )
             woken = await events.wake_subscribers(conn, event)
             if woken:
                 await self._dialect.notify_work(conn)
-        self._db.clock.sync(event.event_time)
+        self._db.observe_time(event.event_time, started)
         if woken:
             self._db.signal.set()
         return event

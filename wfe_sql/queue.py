@@ -7,6 +7,7 @@ host's work is part of the claim (an expired lease is free), not a separate jani
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -41,7 +42,7 @@ def claim_statement(
         .where(
             workflows.c.status == RUNNABLE_SQL,
             workflows.c.next_execution <= now,
-            sa.or_(workflows.c.lease_expires_at.is_(None), workflows.c.lease_expires_at < now),
+            sa.or_(workflows.c.lease_expires_at.is_(None), workflows.c.lease_expires_at <= now),
             sa.tuple_(workflows.c.definition_id, workflows.c.version).in_(list(eligible)),
         )
         .order_by(workflows.c.next_execution)
@@ -103,7 +104,7 @@ async def renew_lease(
             workflows.c.lease_token == claim.token,
         )
         .values(lease_expires_at=now + lease_ms)
-        .returning(workflows.c.lease_expires_at, now.label("db_now"))
+        .returning(workflows.c.lease_expires_at, workflows.c.recoveries, now.label("db_now"))
     )
     row = (await conn.execute(stmt)).first()
     if row is None:
@@ -114,15 +115,14 @@ async def renew_lease(
         token=claim.token,
         expires_at=row.lease_expires_at,
         db_now=row.db_now,
-        recoveries=claim.recoveries,
+        recoveries=row.recoveries,
     )
 
 
-async def release_lease(conn: AsyncConnection, dialect: SqlDialect, claim: Claim) -> bool:
-    """Give a held lease up and make the workflow due now; ``False`` if the claim is stale.
-
-    The token stays: it only ever grows.
-    """
+async def release_lease(conn: AsyncConnection, dialect: SqlDialect, claim: Claim) -> int | None:
+    """Give a held lease up and make the workflow due now; returns the database time, or
+    ``None`` if the claim is stale. The token stays: it only ever grows."""
+    now = dialect.now_ms()
     stmt = (
         sa.update(workflows)
         .where(
@@ -130,9 +130,11 @@ async def release_lease(conn: AsyncConnection, dialect: SqlDialect, claim: Claim
             workflows.c.lease_owner == claim.owner,
             workflows.c.lease_token == claim.token,
         )
-        .values(lease_owner=None, lease_expires_at=None, next_execution=dialect.now_ms())
+        .values(lease_owner=None, lease_expires_at=None, next_execution=now)
+        .returning(now.label("db_now"))
     )
-    return (await conn.execute(stmt)).rowcount > 0
+    db_now = (await conn.execute(stmt)).scalar_one_or_none()
+    return None if db_now is None else int(db_now)
 
 
 class SqlQueue(QueueProvider):
@@ -150,11 +152,12 @@ class SqlQueue(QueueProvider):
             return []
         await self._db.ensure_listener()
         async with self._db.write("claim workflows") as conn:
+            started = time.monotonic_ns()
             claims = await claim_due(
                 conn, self._db.dialect, owner, limit, _ms(lease_seconds), eligible
             )
         if claims:
-            self._db.clock.sync(max(claim.db_now for claim in claims))
+            self._db.observe_time(claims[0].db_now, started)
         return claims
 
     async def renew(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim]:
@@ -162,22 +165,25 @@ class SqlQueue(QueueProvider):
         if not claims:
             return []
         async with self._db.write("renew leases") as conn:
+            started = time.monotonic_ns()
             renewed = [
                 fresh
                 for claim in claims
                 if (fresh := await renew_lease(conn, self._db.dialect, claim, _ms(lease_seconds)))
             ]
         if renewed:
-            self._db.clock.sync(max(claim.db_now for claim in renewed))
+            self._db.observe_time(renewed[0].db_now, started)
         return renewed
 
     async def release(self, claim: Claim) -> None:
         """Give the lease up and make the workflow due now; a stale claim is ignored."""
         async with self._db.write("release a lease") as conn:
-            released = await release_lease(conn, self._db.dialect, claim)
-            if released:
+            started = time.monotonic_ns()
+            db_now = await release_lease(conn, self._db.dialect, claim)
+            if db_now is not None:
                 await self._db.dialect.notify_work(conn)
-        if released:
+        if db_now is not None:
+            self._db.observe_time(db_now, started)
             self.wake()
 
     async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109 - the port's

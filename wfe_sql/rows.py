@@ -6,8 +6,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic_core import PydanticSerializationError
 from sqlalchemy import RowMapping
 
+from wfe_core.errors import InvalidData
 from wfe_core.models import (
     DefinitionRecord,
     Event,
@@ -43,15 +45,38 @@ def workflow_record(row: RowMapping | Mapping[str, Any]) -> WorkflowRecord:
     )
 
 
+def check_json(text: str, what: str) -> None:
+    """Refuse text that is not JSON before it reaches a JSON column.
+
+    Raises:
+        InvalidData: ``text`` does not parse as JSON.
+    """
+    try:
+        json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise InvalidData(f"{what} is not valid JSON: {exc}", value=text) from exc
+
+
 def pointer_values(workflow_id: str, pointer: ExecutionPointer) -> dict[str, Any]:
-    """Column values of a pointer row (without its position)."""
+    """Column values of a pointer row (without its position).
+
+    Raises:
+        InvalidData: a field of the pointer cannot be stored as JSON.
+    """
+    try:
+        body = pointer.model_dump_json()
+    except (PydanticSerializationError, ValueError) as exc:
+        raise InvalidData(
+            f"pointer {pointer.id!r} of workflow {workflow_id} cannot be stored as JSON: {exc}",
+            value=pointer,
+        ) from exc
     return {
         "id": pointer.id,
         "workflow_id": workflow_id,
         "step_id": pointer.step_id,
         "step_name": pointer.step_name,
         "status": pointer.status.value,
-        "body": pointer.model_dump_json(),
+        "body": body,
     }
 
 

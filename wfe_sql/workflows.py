@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -103,28 +103,23 @@ async def next_pointer_position(conn: AsyncConnection, workflow_id: str) -> int:
 
 
 async def insert_pointers(
-    conn: AsyncConnection, workflow_id: str, new: Sequence[ExecutionPointer], first_position: int
+    conn: AsyncConnection, values: Sequence[Mapping[str, Any]], first_position: int
 ) -> None:
-    """Insert new pointers of a workflow at consecutive positions."""
-    if not new:
-        return
-    values = [
-        {**rows.pointer_values(workflow_id, pointer), "position": first_position + offset}
-        for offset, pointer in enumerate(new)
-    ]
-    await conn.execute(sa.insert(pointers), values)
+    """Insert pointer rows (see :func:`rows.pointer_values`) at consecutive positions."""
+    if values:
+        await conn.execute(
+            sa.insert(pointers),
+            [{**row, "position": first_position + offset} for offset, row in enumerate(values)],
+        )
 
 
-async def update_pointer(
-    conn: AsyncConnection, workflow_id: str, pointer: ExecutionPointer
-) -> bool:
-    """Overwrite a stored pointer of the workflow; ``False`` if it does not exist."""
-    values = rows.pointer_values(workflow_id, pointer)
-    del values["id"], values["workflow_id"]
+async def update_pointer(conn: AsyncConnection, values: Mapping[str, Any]) -> bool:
+    """Overwrite a stored pointer row of its workflow; ``False`` if there is none."""
+    changes = {k: v for k, v in values.items() if k not in ("id", "workflow_id")}
     stmt = (
         sa.update(pointers)
-        .where(pointers.c.id == pointer.id, pointers.c.workflow_id == workflow_id)
-        .values(values)
+        .where(pointers.c.id == values["id"], pointers.c.workflow_id == values["workflow_id"])
+        .values(changes)
     )
     return (await conn.execute(stmt)).rowcount > 0
 
@@ -136,15 +131,19 @@ async def set_status(
     action: str,
     allowed_from: frozenset[WorkflowStatus],
     to: WorkflowStatus,
-) -> WorkflowRecord:
-    """Compare-and-set the status of a workflow (suspend, resume, terminate)."""
+) -> tuple[WorkflowRecord, int]:
+    """Compare-and-set the status of a workflow (suspend, resume, terminate).
+
+    Returns the new record and the database time.
+    """
+    now = dialect.now_ms()
     values: dict[str, Any] = {"status": to.value}
     if to is WorkflowStatus.RUNNABLE:
-        values["next_execution"] = dialect.now_ms()
+        values["next_execution"] = now
     if to in FINISHED_STATUSES:
         # Clearing the lease fences off the owner's next commit.
         values.update(
-            complete_time=dialect.now_ms(),
+            complete_time=now,
             next_execution=None,
             lease_owner=None,
             lease_expires_at=None,
@@ -156,11 +155,11 @@ async def set_status(
             workflows.c.status.in_(sorted(status.value for status in allowed_from)),
         )
         .values(values)
-        .returning(*rows.WORKFLOW_COLUMNS)
+        .returning(*rows.WORKFLOW_COLUMNS, now.label("db_now"))
     )
     row = (await conn.execute(stmt)).mappings().first()
     if row is not None:
-        return rows.workflow_record(row)
+        return rows.workflow_record(row), int(row["db_now"])
     current = await select_workflow(conn, workflow_id)
     if current is None:
         raise NotFound(workflow_id)
