@@ -104,7 +104,8 @@ class Worker:
             await run.run()
             self._arm_timer(run.next_wake)
         except LeaseLost:
-            log.warning("lease lost, abandoning workflow %s (token %d)", claim.workflow_id, claim.token)
+            log.warning("lease lost, abandoning workflow %s (token %d)", claim.workflow_id,
+                        claim.token, exc_info=log.isEnabledFor(logging.DEBUG))
         except asyncio.CancelledError:
             if not run.released:
                 await asyncio.shield(self._release(claim))

@@ -212,7 +212,7 @@ class WorkflowRun:
         self.released = self.released or commit.release or status.finished
         if commit.release:
             self.next_wake = commit.next_execution
-        if status is not WorkflowStatus.RUNNABLE:
+        if status is not WorkflowStatus.RUNNABLE or self.released:
             self.halted = True
 
     def _after_commit(self, commit: StepCommit, status: WorkflowStatus) -> None:

@@ -105,7 +105,7 @@ class StepRunner:
         run, now = self.run, self.run.now()
         t = Transition(pointer=pointer, patch=patch)
         if pointer.id in run.deliveries:
-            t.delivered_event, t.removed_subscription = run.deliveries[pointer.id]
+            t.delivered_event, t.removed_subscription = run.deliveries.pop(pointer.id)
         pointer.persistence_data = result.persistence_data
         pointer.error = None
         if result.proceed:
@@ -114,6 +114,7 @@ class StepRunner:
             t.events.append(self._event(ev.StepCompleted, pointer))
         elif result.event_name is not None:
             t.subscription = self._wait(pointer, step, result, now)
+            await self._match_published(pointer, t.subscription)
         elif result.branch_values and step.children:
             pointer.status = PointerStatus.WAITING_CHILDREN
             t.children = _branch(run, pointer, list(result.branch_values), now)
@@ -121,7 +122,6 @@ class StepRunner:
             pointer.status = PointerStatus.SLEEPING
             pointer.sleep_until = now + int((result.sleep_for or 0.0) * 1000)
         await run.commit(t, pointer.id)
-        run.deliveries.pop(pointer.id, None)
 
     def _wait(self, pointer: ExecutionPointer, step: StepDef, result: ExecutionResult,
               now: int) -> EventSubscription:
@@ -137,6 +137,14 @@ class StepRunner:
         return EventSubscription(id=f"{pointer.id}:{pointer.attempt}", workflow_id=run.workflow_id,
                                  pointer_id=pointer.id, event_name=pointer.event_name,
                                  event_key=pointer.event_key, as_of=as_of)
+
+    async def _match_published(self, pointer: ExecutionPointer, sub: EventSubscription) -> None:
+        """An event published before the wait began is delivered without another claim."""
+        found = await self.run.services.persistence.find_events(self.run.workflow_id, [sub])
+        event = found.get(sub.id)
+        if event is not None:
+            pointer.event_published, pointer.event_data = True, event.data
+            self.run.deliveries[pointer.id] = (event.id, sub.id)
 
     async def _failed(self, pointer: ExecutionPointer, step: StepDef, body: StepBody | None,
                       exc: Exception, snapshot: dict[str, Any] | None) -> None:

@@ -81,7 +81,7 @@ class TransitionBuilder:
         if not unsaved:
             return new, updated
         genesis = [pointers[pid] for pid in unsaved]
-        return new + genesis, [p for p in updated if p.id not in unsaved]
+        return genesis + new, [p for p in updated if p.id not in unsaved]
 
     def _new_data(self) -> dict[str, Any] | None:
         patch = self.t.patch
