@@ -38,5 +38,7 @@ async def snapshot(backend: Backend) -> list[Any]:
     out: list[Any] = []
     for record in sorted(records, key=lambda r: r.id):
         pointers = await backend.persistence.get_pointers(record.id)
-        out.append((record.model_dump(), sorted((p.model_dump() for p in pointers), key=str)))
+        # Lease renewals move the expiry of in-flight work; nothing else may change.
+        stored = record.model_dump(exclude={"lease_expires_at"})
+        out.append((stored, sorted((p.model_dump() for p in pointers), key=str)))
     return out

@@ -26,11 +26,9 @@ def validation_message(exc: ValidationError, model: type[BaseModel]) -> tuple[st
 
 def validate(model: type[BaseModel], data: Any) -> BaseModel:
     """Validate a model instance or a JSON-able dict; raise ``InvalidData`` naming the field."""
+    if isinstance(data, BaseModel):
+        data = to_jsonable(data)
     try:
-        if isinstance(data, model):
-            return model.model_validate(data.model_dump(mode="json"))
-        if isinstance(data, BaseModel):
-            data = data.model_dump(mode="json")
         return model.model_validate(data)
     except ValidationError as exc:
         message, field, value = validation_message(exc, model)

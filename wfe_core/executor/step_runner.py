@@ -88,9 +88,11 @@ class StepRunner:
         timeout = self.run.timeout_of(step)
         try:
             async with asyncio.timeout(timeout):
-                result = await body.run(ctx)
+                result: ExecutionResult | None = await body.run(ctx)
         except TimeoutError as exc:
             raise StepTimeout(step.name, timeout or 0.0) from exc
+        if result is None:
+            return ExecutionResult.next()
         if not isinstance(result, ExecutionResult):
             raise TypeError(f"step returned {type(result).__name__}, not an ExecutionResult")
         return result
