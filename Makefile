@@ -1,0 +1,33 @@
+# make demo: set up and run the example workflow on SQLite.  make test: the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+WFE_TEST_DB ?= memory,sqlite
+
+.PHONY: setup demo test lint typecheck check clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+setup: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+
+demo: setup
+	rm -f wfe-demo.db wfe-demo.db-wal wfe-demo.db-shm
+	$(BIN)/python examples/orders.py --db sqlite:///wfe-demo.db
+
+test: setup
+	$(BIN)/python -m pytest -q --wfe-db=$(WFE_TEST_DB)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check wfe wfe_core wfe_sql wfe_sqlite
+
+typecheck: setup
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache wfe-demo.db*
