@@ -65,8 +65,12 @@ async def email_warehouse(ctx: StepContext[Order]) -> None:
 order_flow = (
     WorkflowBuilder("order", version=1, data=Order)
     .step("reserve", Reserve)
-    .step("charge", Charge, depends_on=["reserve"],
-          retry=RetryPolicy(max_attempts=3, backoff=Backoff.fixed(timedelta(seconds=1))))
+    .step(
+        "charge",
+        Charge,
+        depends_on=["reserve"],
+        retry=RetryPolicy(max_attempts=3, backoff=Backoff.fixed(timedelta(seconds=1))),
+    )
     .step("email_customer", email_customer, depends_on=["charge"])
     .step("email_warehouse", email_warehouse, depends_on=["charge"])
     .build()
@@ -77,8 +81,11 @@ async def main(db: str, order_id: str) -> int:
     async with WorkflowHost.from_url(db, lease=5, poll_interval=0.5, log_events=False) as host:
         host.register(order_flow)
         # The idempotency key makes a rerun after a crash pick up the same instance.
-        wid = await host.start_workflow("order", Order(order_id=order_id, amount_cents=4200),
-                                        idempotency_key=f"order:{order_id}")
+        wid = await host.start_workflow(
+            "order",
+            Order(order_id=order_id, amount_cents=4200),
+            idempotency_key=f"order:{order_id}",
+        )
         print(f"order {order_id}: workflow {wid}")
         instance = await host.wait_for_completion(wid, timeout=60)
     print(f"status: {instance.status.value}")

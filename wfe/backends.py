@@ -63,6 +63,7 @@ def open_backend(url: str) -> Backend:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         extra = {"postgresql": "postgres", "postgres": "postgres"}.get(scheme, scheme)
-        raise ProviderError(f"backend {scheme!r} needs the '{extra}' extra: "
-                            f"pip install 'wfe[{extra}]' ({exc})") from exc
+        raise ProviderError(
+            f"backend {scheme!r} needs the '{extra}' extra: pip install 'wfe[{extra}]' ({exc})"
+        ) from exc
     return cast(BackendFactory, getattr(module, attr))(url)

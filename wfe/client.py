@@ -20,7 +20,13 @@ from wfe import backends
 from wfe.instance import WorkflowInstance
 from wfe_core import events as ev
 from wfe_core.errors import DefinitionNotFound, InvalidData, NotFound
-from wfe_core.executor.data import DEFAULT_MAX_PAYLOAD_BYTES, encode, encode_value, to_jsonable, validate
+from wfe_core.executor.data import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    encode,
+    encode_value,
+    to_jsonable,
+    validate,
+)
 from wfe_core.models import (
     FINISHED_STATUSES,
     NewWorkflow,
@@ -77,8 +83,12 @@ class WorkflowClient:
         await self.ready()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
     async def ready(self) -> None:
@@ -119,15 +129,25 @@ class WorkflowClient:
         version = await self._resolve_version(definition_id, version)
         model = data_type or self._type_of(definition_id, version)
         text = self._encode_data(model, data)
-        new = NewWorkflow(id=str(uuid.uuid4()), definition_id=definition_id,
-                          version=version, data=text, reference=reference,
-                          idempotency_key=idempotency_key)
+        new = NewWorkflow(
+            id=str(uuid.uuid4()),
+            definition_id=definition_id,
+            version=version,
+            data=text,
+            reference=reference,
+            idempotency_key=idempotency_key,
+        )
         record, created = await self.backend.persistence.create_workflow(new)
         if created:
             self.backend.queue.wake()
-            self._lifecycle.publish(ev.WorkflowStarted(
-                workflow_id=record.id, definition_id=record.definition_id,
-                version=record.version, reference=reference))
+            self._lifecycle.publish(
+                ev.WorkflowStarted(
+                    workflow_id=record.id,
+                    definition_id=record.definition_id,
+                    version=record.version,
+                    reference=reference,
+                )
+            )
         return record.id
 
     async def _resolve_version(self, definition_id: str, version: int | None) -> int:
@@ -137,13 +157,17 @@ class WorkflowClient:
 
     def _encode_data(self, model: type[BaseModel] | None, data: Any) -> str:
         if model is not None:
-            return encode(to_jsonable(validate(model, {} if data is None else data)), self._max_payload)
+            return encode(
+                to_jsonable(validate(model, {} if data is None else data)), self._max_payload
+            )
         if isinstance(data, BaseModel):
             return encode(to_jsonable(data), self._max_payload)
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise InvalidData(f"workflow data must be a model or a JSON object, got {type(data).__name__}")
+            raise InvalidData(
+                f"workflow data must be a model or a JSON object, got {type(data).__name__}"
+            )
         return encode(encode_value(data, "workflow data"), self._max_payload)
 
     def _type_of(self, definition_id: str, version: int) -> type[BaseModel] | None:
@@ -151,7 +175,9 @@ class WorkflowClient:
 
     # -- querying ----------------------------------------------------------------------
 
-    async def get_workflow(self, workflow_id: str, *, data_type: type[BaseModel] | None = None) -> WorkflowInstance:
+    async def get_workflow(
+        self, workflow_id: str, *, data_type: type[BaseModel] | None = None
+    ) -> WorkflowInstance:
         """The instance; raises ``NotFound`` for an unknown or malformed id."""
         await self.ready()
         record = await self.backend.persistence.get_workflow(_checked_id(workflow_id))
@@ -169,17 +195,27 @@ class WorkflowClient:
     ) -> list[WorkflowInstance]:
         """Instances matching the filters, newest first."""
         await self.ready()
-        query = WorkflowQuery(status=status, definition_id=definition_id, reference=reference,
-                              limit=limit, offset=offset)
+        query = WorkflowQuery(
+            status=status,
+            definition_id=definition_id,
+            reference=reference,
+            limit=limit,
+            offset=offset,
+        )
         records = await self.backend.persistence.list_workflows(query)
         return [self._instance(r, data_type) for r in records]
 
-    def _instance(self, record: WorkflowRecord, data_type: type[BaseModel] | None) -> WorkflowInstance:
+    def _instance(
+        self, record: WorkflowRecord, data_type: type[BaseModel] | None
+    ) -> WorkflowInstance:
         model = data_type or self._type_of(record.definition_id, record.version)
         return WorkflowInstance.from_record(record, model)
 
     async def wait_for_completion(
-        self, workflow_id: str, timeout: float | timedelta = 30.0, *,
+        self,
+        workflow_id: str,
+        timeout: float | timedelta = 30.0,
+        *,
         data_type: type[BaseModel] | None = None,
     ) -> WorkflowInstance:
         """Wait until the workflow is COMPLETE, FAILED or TERMINATED and return it.
@@ -197,8 +233,9 @@ class WorkflowClient:
                 return instance
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"workflow {workflow_id} is still {instance.status.value} "
-                                   f"after {seconds:g}s")
+                raise TimeoutError(
+                    f"workflow {workflow_id} is still {instance.status.value} after {seconds:g}s"
+                )
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, 0.25)
 
@@ -221,26 +258,38 @@ class WorkflowClient:
 
     async def suspend_workflow(self, workflow_id: str) -> None:
         """Stop scheduling the workflow's steps (running ones finish and commit)."""
-        await self._control(workflow_id, "suspend", _SUSPENDABLE, WorkflowStatus.SUSPENDED,
-                            ev.WorkflowSuspended)
+        await self._control(
+            workflow_id, "suspend", _SUSPENDABLE, WorkflowStatus.SUSPENDED, ev.WorkflowSuspended
+        )
 
     async def resume_workflow(self, workflow_id: str) -> None:
         """Make a suspended workflow runnable again."""
-        await self._control(workflow_id, "resume", _RESUMABLE, WorkflowStatus.RUNNABLE,
-                            ev.WorkflowResumed)
+        await self._control(
+            workflow_id, "resume", _RESUMABLE, WorkflowStatus.RUNNABLE, ev.WorkflowResumed
+        )
         self.backend.queue.wake()
 
     async def terminate_workflow(self, workflow_id: str) -> None:
         """Cancel the workflow for good: TERMINATED, and its owner is fenced off."""
-        await self._control(workflow_id, "terminate", _TERMINABLE, WorkflowStatus.TERMINATED,
-                            ev.WorkflowTerminated)
+        await self._control(
+            workflow_id, "terminate", _TERMINABLE, WorkflowStatus.TERMINATED, ev.WorkflowTerminated
+        )
 
-    async def _control(self, workflow_id: str, action: str, allowed: frozenset[WorkflowStatus],
-                       to: WorkflowStatus, event: type[ev.LifecycleEvent]) -> None:
+    async def _control(
+        self,
+        workflow_id: str,
+        action: str,
+        allowed: frozenset[WorkflowStatus],
+        to: WorkflowStatus,
+        event: type[ev.LifecycleEvent],
+    ) -> None:
         await self.ready()
-        record = await self.backend.persistence.set_status(_checked_id(workflow_id), action, allowed, to)
-        self._lifecycle.publish(event(workflow_id=record.id, definition_id=record.definition_id,
-                                      version=record.version))
+        record = await self.backend.persistence.set_status(
+            _checked_id(workflow_id), action, allowed, to
+        )
+        self._lifecycle.publish(
+            event(workflow_id=record.id, definition_id=record.definition_id, version=record.version)
+        )
 
     async def purge(self, older_than: timedelta) -> int:
         """Delete finished workflows that completed more than ``older_than`` ago."""

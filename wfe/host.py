@@ -60,18 +60,34 @@ class WorkflowHost(WorkflowClient):
         lifecycle: LifecycleHub | None = None,
     ) -> None:
         if lease <= 0 or poll_interval <= 0 or max_concurrent_workflows < 1:
-            raise ValueError("lease and poll_interval must be positive, max_concurrent_workflows >= 1")
+            raise ValueError(
+                "lease and poll_interval must be positive, max_concurrent_workflows >= 1"
+            )
         self._hub = lifecycle or LifecycleHub()
         self._registry = Registry()
-        super().__init__(backend, owns_backend=owns_backend, auto_migrate=auto_migrate,
-                         data_types=self._data_type, lifecycle=self._hub)
+        super().__init__(
+            backend,
+            owns_backend=owns_backend,
+            auto_migrate=auto_migrate,
+            data_types=self._data_type,
+            lifecycle=self._hub,
+        )
         if log_events:
             self._hub.subscribe(LoggingSubscriber())
-        services = RunServices(persistence=backend.persistence, lifecycle=self._hub,
-                               start_child=self._start_child, default_retry=default_retry,
-                               on_finished=self._finished)
-        self._worker = Worker(backend, WorkerOptions(lease, poll_interval, max_concurrent_workflows),
-                              self._registry.get, services, self._registry.keys)
+        services = RunServices(
+            persistence=backend.persistence,
+            lifecycle=self._hub,
+            start_child=self._start_child,
+            default_retry=default_retry,
+            on_finished=self._finished,
+        )
+        self._worker = Worker(
+            backend,
+            WorkerOptions(lease, poll_interval, max_concurrent_workflows),
+            self._registry.get,
+            services,
+            self._registry.keys,
+        )
         self._cleanup_ttl = cleanup_ttl
         self._cleanup_interval = cleanup_interval
         self._cleanup_task: asyncio.Task[None] | None = None
@@ -80,7 +96,7 @@ class WorkflowHost(WorkflowClient):
         self._pending_saves: list[asyncio.Task[None]] = []
 
     @classmethod
-    def from_url(  # type: ignore[override]
+    def from_url(
         cls,
         url: str,
         *,
@@ -92,9 +108,15 @@ class WorkflowHost(WorkflowClient):
     ) -> WorkflowHost:
         """A host over the database at ``url``: ``sqlite:///wfe.db`` (default store,
         ``sqlite+aiosqlite://`` works too) or ``postgresql://…`` (``wfe[postgres]``)."""
-        return cls(backends.open_backend(url), lease=lease, poll_interval=poll_interval,
-                   max_concurrent_workflows=max_concurrent_workflows, auto_migrate=auto_migrate,
-                   owns_backend=True, **options)
+        return cls(
+            backends.open_backend(url),
+            lease=lease,
+            poll_interval=poll_interval,
+            max_concurrent_workflows=max_concurrent_workflows,
+            auto_migrate=auto_migrate,
+            owns_backend=True,
+            **options,
+        )
 
     @property
     def host_id(self) -> str:
@@ -149,8 +171,12 @@ class WorkflowHost(WorkflowClient):
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
     def subscribe(self, callback: Subscriber) -> Any:
@@ -176,8 +202,13 @@ class WorkflowHost(WorkflowClient):
         """
         if self._state in ("stopping", "stopped"):
             raise ShuttingDown(f"host is {self._state}; start_workflow is refused")
-        return await super().start_workflow(definition_id, data, version=version,
-                                            reference=reference, idempotency_key=idempotency_key)
+        return await super().start_workflow(
+            definition_id,
+            data,
+            version=version,
+            reference=reference,
+            idempotency_key=idempotency_key,
+        )
 
     async def wait_for_completion(  # type: ignore[override]
         self, workflow_id: str, timeout: float | timedelta = 30.0
@@ -196,8 +227,10 @@ class WorkflowHost(WorkflowClient):
                     return instance
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
-                    raise TimeoutError(f"workflow {workflow_id} is still "
-                                       f"{instance.status.value} after {seconds:g}s")
+                    raise TimeoutError(
+                        f"workflow {workflow_id} is still "
+                        f"{instance.status.value} after {seconds:g}s"
+                    )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(future), min(remaining, 0.25))
         finally:
@@ -223,14 +256,21 @@ class WorkflowHost(WorkflowClient):
         return None if definition is None else definition.data_type
 
     async def _save_definition(self, definition: WorkflowDefinition) -> None:
-        await self.backend.persistence.save_definition(DefinitionRecord(
-            definition_id=definition.id, version=definition.version,
-            fingerprint=definition.fingerprint,
-            data_schema=definition.data_type.model_json_schema()))
+        await self.backend.persistence.save_definition(
+            DefinitionRecord(
+                definition_id=definition.id,
+                version=definition.version,
+                fingerprint=definition.fingerprint,
+                data_schema=definition.data_type.model_json_schema(),
+            )
+        )
 
-    async def _start_child(self, definition_id: str, data: Any, key: str, reference: str | None) -> str:
-        return await WorkflowClient.start_workflow(self, definition_id, data, reference=reference,
-                                                   idempotency_key=key)
+    async def _start_child(
+        self, definition_id: str, data: Any, key: str, reference: str | None
+    ) -> str:
+        return await WorkflowClient.start_workflow(
+            self, definition_id, data, reference=reference, idempotency_key=key
+        )
 
     def _finished(self, workflow_id: str) -> None:
         for future in self._waiters.pop(workflow_id, []):
@@ -250,7 +290,7 @@ class WorkflowHost(WorkflowClient):
                     log.info("cleanup purged %d finished workflows older than %s", deleted, ttl)
                 finally:
                     await lock.release(lease)
-            except Exception:  # noqa: BLE001 - cleanup must never stop the host
+            except Exception:
                 log.exception("periodic cleanup failed")
 
 

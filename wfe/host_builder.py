@@ -91,10 +91,16 @@ class WorkflowHostBuilder:
         persistence = self._persistence or (base.persistence if base else None)
         queue = self._queue or (base.queue if base else None)
         lock = self._lock or (base.lock if base else None)
-        missing = [n for n, p in (("persistence", persistence), ("queue", queue), ("lock", lock)) if p is None]
+        missing = [
+            n
+            for n, p in (("persistence", persistence), ("queue", queue), ("lock", lock))
+            if p is None
+        ]
         if missing:
-            raise ValueError(f"WorkflowHostBuilder needs {', '.join(missing)}: call use_url() "
-                             "or the use_* methods")
+            raise ValueError(
+                f"WorkflowHostBuilder needs {', '.join(missing)}: call use_url() "
+                "or the use_* methods"
+            )
         assert persistence is not None and queue is not None and lock is not None
         backend = Backend(persistence, queue, lock, self._search or (base.search if base else None))
         return WorkflowHost(backend, owns_backend=True, lifecycle=self._lifecycle, **self._options)

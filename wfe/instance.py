@@ -25,7 +25,9 @@ class WorkflowInstance(BaseModel):
     complete_time: datetime | None = None
 
     @classmethod
-    def from_record(cls, record: WorkflowRecord, data_type: type[BaseModel] | None) -> WorkflowInstance:
+    def from_record(
+        cls, record: WorkflowRecord, data_type: type[BaseModel] | None
+    ) -> WorkflowInstance:
         raw = json.loads(record.data)
         data: Any = raw
         if data_type is not None:
@@ -35,7 +37,14 @@ class WorkflowInstance(BaseModel):
                 data = raw  # stored data from an older model: give it back untyped
         created = ms_to_datetime(record.create_time)
         assert created is not None
-        return cls(id=record.id, definition_id=record.definition_id, version=record.version,
-                   reference=record.reference, status=record.status, data=data,
-                   error=record.error, create_time=created,
-                   complete_time=ms_to_datetime(record.complete_time))
+        return cls(
+            id=record.id,
+            definition_id=record.definition_id,
+            version=record.version,
+            reference=record.reference,
+            status=record.status,
+            data=data,
+            error=record.error,
+            create_time=created,
+            complete_time=ms_to_datetime(record.complete_time),
+        )

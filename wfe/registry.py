@@ -13,8 +13,10 @@ class Registry:
     def add(self, definition: WorkflowDefinition) -> bool:
         """Register; True if new. The same id/version with other content is an error."""
         if not isinstance(definition, WorkflowDefinition):
-            raise DefinitionError(f"register() takes a built WorkflowDefinition, got "
-                                  f"{type(definition).__name__} (did you forget .build()?)")
+            raise DefinitionError(
+                f"register() takes a built WorkflowDefinition, got "
+                f"{type(definition).__name__} (did you forget .build()?)"
+            )
         key = (definition.id, definition.version)
         existing = self._by_key.get(key)
         if existing is None:
@@ -22,9 +24,11 @@ class Registry:
             return True
         if existing is definition or existing.fingerprint == definition.fingerprint:
             return False
-        raise DefinitionError(f"version {definition.version} is already registered with "
-                              "different steps; give the changed workflow a new version",
-                              definition_id=definition.id)
+        raise DefinitionError(
+            f"version {definition.version} is already registered with "
+            "different steps; give the changed workflow a new version",
+            definition_id=definition.id,
+        )
 
     def get(self, definition_id: str, version: int | None = None) -> WorkflowDefinition | None:
         if version is not None:

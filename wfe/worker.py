@@ -34,8 +34,14 @@ class WorkerOptions:
 class Worker:
     """Claims and runs workflows for one host."""
 
-    def __init__(self, backend: Backend, options: WorkerOptions, resolve: Resolver,
-                 services: RunServices, eligible: Callable[[], list[tuple[str, int]]]) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        options: WorkerOptions,
+        resolve: Resolver,
+        services: RunServices,
+        eligible: Callable[[], list[tuple[str, int]]],
+    ) -> None:
         self.backend = backend
         self.options = options
         self.resolve = resolve
@@ -49,8 +55,10 @@ class Worker:
 
     def start(self) -> None:
         self._claiming = True
-        self._tasks = [asyncio.create_task(self._poll(), name="wfe-poller"),
-                       asyncio.create_task(self._renew(), name="wfe-renewer")]
+        self._tasks = [
+            asyncio.create_task(self._poll(), name="wfe-poller"),
+            asyncio.create_task(self._renew(), name="wfe-renewer"),
+        ]
 
     async def stop(self, timeout: float) -> None:
         """Stop claiming, let runs finish within ``timeout``, then cancel and release them."""
@@ -80,8 +88,12 @@ class Worker:
             claimed = 0
             if free > 0 and eligible:
                 try:
-                    claims = await queue.claim(self.owner, min(free, self.options.claim_batch),
-                                               self.options.lease, eligible)
+                    claims = await queue.claim(
+                        self.owner,
+                        min(free, self.options.claim_batch),
+                        self.options.lease,
+                        eligible,
+                    )
                 except ProviderError as exc:
                     log.warning("claiming failed, retrying after the poll interval: %s", exc)
                     claims = []
@@ -104,16 +116,21 @@ class Worker:
             await run.run()
             self._arm_timer(run.next_wake)
         except LeaseLost:
-            log.warning("lease lost, abandoning workflow %s (token %d)", claim.workflow_id,
-                        claim.token, exc_info=log.isEnabledFor(logging.DEBUG))
+            log.warning(
+                "lease lost, abandoning workflow %s (token %d)",
+                claim.workflow_id,
+                claim.token,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
         except asyncio.CancelledError:
             if not run.released:
                 await asyncio.shield(self._release(claim))
             raise
         except Exception:
             # The lease is left to expire: a prompt retry of a broken run would loop hot.
-            log.exception("run of workflow %s failed; it will be retried after its lease",
-                          claim.workflow_id)
+            log.exception(
+                "run of workflow %s failed; it will be retried after its lease", claim.workflow_id
+            )
         finally:
             self.runs.pop(claim.workflow_id, None)
             self.backend.queue.wake()
@@ -122,8 +139,11 @@ class Worker:
         try:
             await self.backend.queue.release(claim)
         except ProviderError as exc:
-            log.warning("could not release workflow %s; it frees up when its lease expires: %s",
-                        claim.workflow_id, exc)
+            log.warning(
+                "could not release workflow %s; it frees up when its lease expires: %s",
+                claim.workflow_id,
+                exc,
+            )
 
     def _arm_timer(self, next_wake: int | None) -> None:
         """Wake the poller when this run's next stored timer is due."""
@@ -145,7 +165,10 @@ class Worker:
                 last_ok = time.monotonic()
                 continue
             try:
-                renewed = {c.workflow_id for c in await self.backend.queue.renew(claims, self.options.lease)}
+                renewed = {
+                    c.workflow_id
+                    for c in await self.backend.queue.renew(claims, self.options.lease)
+                }
                 last_ok = time.monotonic()
             except ProviderError as exc:
                 log.warning("lease renewal failed: %s", exc)

@@ -63,15 +63,20 @@ class WorkflowBuilder(Generic[DataT]):
         data: the pydantic model of the workflow's data.
     """
 
-    def __init__(self, definition_id: str, version: int = 1, data: type[DataT] | None = None) -> None:
+    def __init__(
+        self, definition_id: str, version: int = 1, data: type[DataT] | None = None
+    ) -> None:
         if not definition_id or not isinstance(definition_id, str):
             raise DefinitionError("a workflow id must be a non-empty string")
         if not isinstance(version, int) or version < 1:
-            raise DefinitionError(f"version must be a positive integer, got {version!r}",
-                                  definition_id=definition_id)
+            raise DefinitionError(
+                f"version must be a positive integer, got {version!r}", definition_id=definition_id
+            )
         if data is None or not (isinstance(data, type) and issubclass(data, BaseModel)):
-            raise DefinitionError(f"data must be a pydantic BaseModel class, got {data!r}",
-                                  definition_id=definition_id)
+            raise DefinitionError(
+                f"data must be a pydantic BaseModel class, got {data!r}",
+                definition_id=definition_id,
+            )
         self._id = definition_id
         self._version = version
         self._data_type: type[DataT] = data
@@ -99,7 +104,7 @@ class WorkflowBuilder(Generic[DataT]):
         self, fn: Callable[[StepContext[DataT]], Any], *, name: str | None = None
     ) -> WorkflowBuilder[DataT]:
         """Add an inline closure (sync or async) as the next step."""
-        label = name or getattr(fn, "__name__", "inline")
+        label = name or str(getattr(fn, "__name__", "inline"))
         return self._then_factory(configured(InlineStep, fn=fn), "InlineStep", label, name)
 
     def wait_for(
@@ -122,7 +127,9 @@ class WorkflowBuilder(Generic[DataT]):
         self._current().settings["timeout"] = _seconds(timeout, "timeout")
         return self
 
-    def delay(self, duration: float | timedelta, *, name: str | None = None) -> WorkflowBuilder[DataT]:
+    def delay(
+        self, duration: float | timedelta, *, name: str | None = None
+    ) -> WorkflowBuilder[DataT]:
         """Pause the chain for a stored duration (it survives restarts)."""
         seconds = _seconds(duration, "delay")
         return self._then_factory(configured(Delay, seconds=seconds), "Delay", "delay", name)
@@ -133,7 +140,9 @@ class WorkflowBuilder(Generic[DataT]):
         draft.name, draft.explicit_name = name, True
         return self
 
-    def input(self, attribute: str, value: Callable[[StepContext[DataT]], Any]) -> WorkflowBuilder[DataT]:
+    def input(
+        self, attribute: str, value: Callable[[StepContext[DataT]], Any]
+    ) -> WorkflowBuilder[DataT]:
         """Set ``attribute`` of the last step's body to ``value(ctx)`` before it runs."""
         self._current().inputs.append((attribute, value))
         return self
@@ -157,7 +166,10 @@ class WorkflowBuilder(Generic[DataT]):
         if behavior.kind is ErrorKind.COMPENSATE:
             raise DefinitionError(
                 "ErrorBehavior.compensate() needs saga blocks, which this version does not "
-                "have yet", definition_id=self._id, step_name=self._current().name)
+                "have yet",
+                definition_id=self._id,
+                step_name=self._current().name,
+            )
         self._current().settings["error_behavior"] = behavior
         return self
 
@@ -183,17 +195,25 @@ class WorkflowBuilder(Generic[DataT]):
         completed, skipped (``run_if`` false) or failed with ``FailureAction.CONTINUE``.
         """
         if isinstance(depends_on, str) or isinstance(depends_on_any, str):
-            raise DefinitionError("depends_on takes a list of step ids, not a string",
-                                  definition_id=self._id, step_name=step_id)
+            raise DefinitionError(
+                "depends_on takes a list of step ids, not a string",
+                definition_id=self._id,
+                step_name=step_id,
+            )
         index = self._add(body, step_id)
         draft = self._drafts[index]
         draft.is_dag = True
         draft.depends_on = list(depends_on)
         draft.depends_on_any = list(depends_on_any)
         when = None if scheduled_at is None else self._ms(scheduled_at, step_id)
-        draft.settings.update(run_if=run_if, retry=retry, timeout=_seconds(timeout, "timeout"),
-                              delay=_seconds(delay, "delay"), scheduled_at=when,
-                              on_failure=on_failure)
+        draft.settings.update(
+            run_if=run_if,
+            retry=retry,
+            timeout=_seconds(timeout, "timeout"),
+            delay=_seconds(delay, "delay"),
+            scheduled_at=when,
+            on_failure=on_failure,
+        )
         self._last = index
         return self
 
@@ -220,12 +240,21 @@ class WorkflowBuilder(Generic[DataT]):
         index = self._index_names()
         steps = tuple(self._freeze(i, d, index) for i, d in enumerate(self._drafts))
         check_dependencies(self._id, steps)
-        initial = tuple(s.id for s, d in zip(steps, self._drafts, strict=True)
-                        if d.initial or (s.is_dag and not s.has_dependencies))
+        initial = tuple(
+            s.id
+            for s, d in zip(steps, self._drafts, strict=True)
+            if d.initial or (s.is_dag and not s.has_dependencies)
+        )
         return WorkflowDefinition(
-            id=self._id, version=self._version, data_type=self._data_type, steps=steps,
-            initial_steps=initial, default_retry=self._default_retry,
-            default_timeout=self._default_timeout, dependents=dependents_of(steps))
+            id=self._id,
+            version=self._version,
+            data_type=self._data_type,
+            steps=steps,
+            initial_steps=initial,
+            default_retry=self._default_retry,
+            default_timeout=self._default_timeout,
+            dependents=dependents_of(steps),
+        )
 
     # -- internals ---------------------------------------------------------------------
 
@@ -238,8 +267,9 @@ class WorkflowBuilder(Generic[DataT]):
         self._drafts.append(_Draft(name or body_name, name is not None, factory, body_name))
         return len(self._drafts) - 1
 
-    def _then_factory(self, factory: Callable[[], StepBody], body_name: str, label: str,
-                      name: str | None) -> WorkflowBuilder[DataT]:
+    def _then_factory(
+        self, factory: Callable[[], StepBody], body_name: str, label: str, name: str | None
+    ) -> WorkflowBuilder[DataT]:
         self._drafts.append(_Draft(name or label, name is not None, factory, body_name))
         self._link(len(self._drafts) - 1)
         return self
@@ -268,8 +298,11 @@ class WorkflowBuilder(Generic[DataT]):
         for i, draft in enumerate(self._drafts):
             if draft.name in index:
                 if draft.explicit_name:
-                    raise DefinitionError(f"duplicate step name {draft.name!r}",
-                                          definition_id=self._id, step_name=draft.name)
+                    raise DefinitionError(
+                        f"duplicate step name {draft.name!r}",
+                        definition_id=self._id,
+                        step_name=draft.name,
+                    )
                 draft.name = _unique(draft.name, index)
             index[draft.name] = i
         return index
@@ -279,8 +312,9 @@ class WorkflowBuilder(Generic[DataT]):
             ids = []
             for dep in names:
                 if dep not in index:
-                    raise DefinitionError(f"depends on unknown step {dep!r}",
-                                          definition_id=self._id, step_name=d.name)
+                    raise DefinitionError(
+                        f"depends on unknown step {dep!r}", definition_id=self._id, step_name=d.name
+                    )
                 ids.append(index[dep])
             return tuple(ids)
 
@@ -289,9 +323,16 @@ class WorkflowBuilder(Generic[DataT]):
         retry = settings.pop("retry", None) or (behavior.as_retry_policy() if behavior else None)
         return replace(
             StepDef(id=i, name=d.name, factory=d.factory, body_name=d.body_name),
-            next=tuple(d.next), depends_on=resolve(d.depends_on),
-            depends_on_any=resolve(d.depends_on_any), retry=retry, error_behavior=behavior,
-            inputs=tuple(d.inputs), outputs=tuple(d.outputs), is_dag=d.is_dag, **settings)
+            next=tuple(d.next),
+            depends_on=resolve(d.depends_on),
+            depends_on_any=resolve(d.depends_on_any),
+            retry=retry,
+            error_behavior=behavior,
+            inputs=tuple(d.inputs),
+            outputs=tuple(d.outputs),
+            is_dag=d.is_dag,
+            **settings,
+        )
 
 
 def _unique(name: str, taken: dict[str, int]) -> str:

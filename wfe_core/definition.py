@@ -90,7 +90,10 @@ class WorkflowDefinition:
                 [
                     s.name,
                     s.body_name,
-                    [[o.next_step, None if o.value is ANY_OUTCOME else repr(o.value)] for o in s.next],
+                    [
+                        [o.next_step, None if o.value is ANY_OUTCOME else repr(o.value)]
+                        for o in s.next
+                    ],
                     list(s.depends_on),
                     list(s.depends_on_any),
                     list(s.children),

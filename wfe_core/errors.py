@@ -130,7 +130,7 @@ class ProviderError(WorkflowError):
         super().__init__(message)
 
 
-class LeaseLost(BaseException):  # noqa: N818 - a signal, not an error users handle
+class LeaseLost(BaseException):
     """This host no longer owns the workflow's lease; its writes are fenced off.
 
     Derives from ``BaseException`` so that user code catching ``Exception`` cannot keep a

@@ -21,8 +21,9 @@ def check_dependencies(definition_id: str, steps: Sequence[StepDef]) -> None:
     """Raise ``DefinitionError`` listing the first dependency cycle found."""
     for step in steps:
         if step.id in step.depends_on or step.id in step.depends_on_any:
-            raise DefinitionError("a step cannot depend on itself",
-                                  definition_id=definition_id, step_name=step.name)
+            raise DefinitionError(
+                "a step cannot depend on itself", definition_id=definition_id, step_name=step.name
+            )
     white, grey, black = 0, 1, 2
     colour = [white] * len(steps)
 
@@ -32,9 +33,12 @@ def check_dependencies(definition_id: str, steps: Sequence[StepDef]) -> None:
         step = steps[node]
         for dep in (*step.depends_on, *step.depends_on_any):
             if colour[dep] == grey:
-                cycle = [steps[i].name for i in path[path.index(dep):]] + [steps[dep].name]
-                raise DefinitionError("dependency cycle (a -> b: a depends on b): " + " -> ".join(cycle),
-                                      definition_id=definition_id, step_name=steps[dep].name)
+                cycle = [steps[i].name for i in path[path.index(dep) :]] + [steps[dep].name]
+                raise DefinitionError(
+                    "dependency cycle (a -> b: a depends on b): " + " -> ".join(cycle),
+                    definition_id=definition_id,
+                    step_name=steps[dep].name,
+                )
             if colour[dep] == white:
                 visit(dep, path)
         path.pop()

@@ -68,7 +68,7 @@ class LifecycleHub:
             result = subscriber(event)
             if inspect.isawaitable(result):
                 await asyncio.wait_for(result, self._timeout)
-        except Exception:  # noqa: BLE001 - a subscriber must never break the engine
+        except Exception:
             log.exception("lifecycle subscriber %r failed on %s", subscriber, type(event).__name__)
 
 
@@ -80,6 +80,17 @@ class LoggingSubscriber:
 
     def __call__(self, event: LifecycleEvent) -> None:
         level = logging.WARNING if isinstance(event, WorkflowFailed) else logging.INFO
-        step = f" step={event.step_name!r} attempt={event.attempt}" if isinstance(event, StepEvent) else ""
-        self._log.log(level, "%s workflow=%s definition=%s v%d%s", type(event).__name__,
-                      event.workflow_id, event.definition_id, event.version, step)
+        step = (
+            f" step={event.step_name!r} attempt={event.attempt}"
+            if isinstance(event, StepEvent)
+            else ""
+        )
+        self._log.log(
+            level,
+            "%s workflow=%s definition=%s v%d%s",
+            type(event).__name__,
+            event.workflow_id,
+            event.definition_id,
+            event.version,
+            step,
+        )

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class WorkflowStatus(str, enum.Enum):
+class WorkflowStatus(enum.StrEnum):
     """Lifecycle status of a workflow instance."""
 
     RUNNABLE = "RUNNABLE"
@@ -35,7 +35,7 @@ FINISHED_STATUSES = frozenset(
 )
 
 
-class PointerStatus(str, enum.Enum):
+class PointerStatus(enum.StrEnum):
     """Status of one step activation (an execution pointer)."""
 
     PENDING = "PENDING"  # ready to run (or due at sleep_until)

@@ -77,7 +77,7 @@ class RetryPolicy:
     """Up to ``max_attempts`` runs of a step (1 = no retry), waiting ``backoff`` between."""
 
     max_attempts: int = 3
-    backoff: Backoff = Backoff.exponential(1.0, 60.0)
+    backoff: Backoff = Backoff.exponential(1.0, 60.0)  # noqa: RUF009 - frozen, immutable
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -88,7 +88,7 @@ DEFAULT_RETRY = RetryPolicy(max_attempts=3, backoff=Backoff.exponential(1.0, 60.
 """What a step gets when neither it nor its workflow sets a retry policy."""
 
 
-class FailureAction(str, enum.Enum):
+class FailureAction(enum.StrEnum):
     """What happens when a step has failed its last attempt."""
 
     FAIL_WORKFLOW = "fail_workflow"
@@ -96,7 +96,7 @@ class FailureAction(str, enum.Enum):
     RETRY_INDEFINITELY = "retry_indefinitely"  # keep retrying with the back-off, forever
 
 
-class ErrorKind(str, enum.Enum):
+class ErrorKind(enum.StrEnum):
     RETRY = "retry"
     SUSPEND = "suspend"
     TERMINATE = "terminate"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from wfe_core.result import ExecutionResult
 
@@ -19,21 +19,21 @@ class StepBody:
     ``run``. The hooks are optional.
     """
 
-    async def run(self, ctx: StepContext) -> ExecutionResult:
+    async def run(self, ctx: StepContext[Any]) -> ExecutionResult:
         raise NotImplementedError(f"{type(self).__name__} must implement run(ctx)")
 
     def is_retryable(self, error: BaseException) -> bool:
         """Return False to fail at once, skipping the remaining retry attempts."""
         return True
 
-    async def on_success(self, ctx: StepContext) -> None:
+    async def on_success(self, ctx: StepContext[Any]) -> None:
         """Called after the step finished (proceeded), before its commit."""
 
-    async def on_failure(self, ctx: StepContext, error: BaseException) -> None:
+    async def on_failure(self, ctx: StepContext[Any], error: BaseException) -> None:
         """Called once the step has failed its last attempt, before its commit."""
 
 
-StepFunction: TypeAlias = Callable[["StepContext"], Awaitable[ExecutionResult | None]]
+StepFunction: TypeAlias = Callable[["StepContext[Any]"], Awaitable[ExecutionResult | None]]
 StepSpec: TypeAlias = type[StepBody] | StepFunction | StepBody
 
 
@@ -43,7 +43,7 @@ class FunctionStep(StepBody):
     def __init__(self, fn: StepFunction) -> None:
         self._fn = fn
 
-    async def run(self, ctx: StepContext) -> ExecutionResult:
+    async def run(self, ctx: StepContext[Any]) -> ExecutionResult:
         result = await self._fn(ctx)
         return ExecutionResult.next() if result is None else result
 
@@ -59,7 +59,8 @@ def step_factory(spec: StepSpec) -> Callable[[], StepBody]:
             getattr(spec, "__call__", None)  # noqa: B004 - async callable objects count
         ):
             raise TypeError(f"step function {_name_of(spec)} must be 'async def f(ctx)'")
-        return lambda: FunctionStep(spec)
+        fn = cast(StepFunction, spec)
+        return lambda: FunctionStep(fn)
     raise TypeError(f"{spec!r} is not a step: pass a StepBody subclass or an async function")
 
 

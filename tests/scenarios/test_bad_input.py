@@ -62,30 +62,49 @@ async def healthy_then(host, action):
         assert done.status is WorkflowStatus.COMPLETE and done.data.n == 1
 
 
-@pytest.mark.parametrize("case", [
-    "unknown-definition", "unknown-version", "invalid-field", "wrong-type", "not-json",
-    "oversized", "unknown-id", "malformed-id", "terminate-unknown",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unknown-definition",
+        "unknown-version",
+        "invalid-field",
+        "wrong-type",
+        "not-json",
+        "oversized",
+        "unknown-id",
+        "malformed-id",
+        "terminate-unknown",
+    ],
+)
 async def test_bad_calls_raise_and_change_nothing(make_host, case):
     host = make_host()
     host.register(flow())
     calls = {
-        "unknown-definition": (DefinitionNotFound, "nope",
-                               lambda: host.start_workflow("nope", {})),
-        "unknown-version": (DefinitionNotFound, "v9",
-                            lambda: host.start_workflow("orders", {}, version=9)),
+        "unknown-definition": (DefinitionNotFound, "nope", lambda: host.start_workflow("nope", {})),
+        "unknown-version": (
+            DefinitionNotFound,
+            "v9",
+            lambda: host.start_workflow("orders", {}, version=9),
+        ),
         "invalid-field": (InvalidData, "qty", lambda: host.start_workflow("orders", {"qty": 0})),
         "wrong-type": (InvalidData, "'n'", lambda: host.start_workflow("orders", {"n": "many"})),
-        "not-json": (InvalidData, "anything",
-                     lambda: host.start_workflow("orders", Order(anything=object()))),
-        "oversized": (InvalidData, "limit",
-                      lambda: host.start_workflow("orders", {"blob": "x" * (17 * 1024 * 1024)})),
+        "not-json": (
+            InvalidData,
+            "anything",
+            lambda: host.start_workflow("orders", Order(anything=object())),
+        ),
+        "oversized": (
+            InvalidData,
+            "limit",
+            lambda: host.start_workflow("orders", {"blob": "x" * (17 * 1024 * 1024)}),
+        ),
         "unknown-id": (NotFound, "4f9a", lambda: host.get_workflow("4f9a-unknown")),
         "malformed-id": (NotFound, "", lambda: host.get_workflow("")),
         "terminate-unknown": (NotFound, "ghost", lambda: host.terminate_workflow("ghost")),
     }
     error, needle, call = calls[case]
     async with host:
+
         async def attempt():
             with pytest.raises(error) as info:
                 await call()
@@ -107,8 +126,13 @@ async def test_step_writing_unserializable_data_fails_and_keeps_committed_data(m
         async def run(self, ctx):
             ctx.data.anything = object()  # cannot be stored as JSON
 
-    bad = (WorkflowBuilder("poison", data=Order)
-           .start_with(add).then(Poison, name="poison").default_retry(RetryPolicy(2)).build())
+    bad = (
+        WorkflowBuilder("poison", data=Order)
+        .start_with(add)
+        .then(Poison, name="poison")
+        .default_retry(RetryPolicy(2))
+        .build()
+    )
     async with make_host() as host:
         host.register(bad)
         inst = await host.wait_for_completion(await host.start_workflow("poison", {}), 30)
@@ -121,8 +145,7 @@ def test_registering_different_content_under_one_version_is_an_error():
     registry = Registry()
     registry.add(flow())
     registry.add(flow())  # the same shape again is fine
-    changed = (WorkflowBuilder("orders", version=1, data=Order)
-               .start_with(add).then(add).build())
+    changed = WorkflowBuilder("orders", version=1, data=Order).start_with(add).then(add).build()
     with pytest.raises(DefinitionError, match="already registered"):
         registry.add(changed)
     with pytest.raises(DefinitionError, match="build"):

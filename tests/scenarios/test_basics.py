@@ -28,10 +28,12 @@ class AddOne(StepBody):
 
 
 def quickstart_flow():
-    return (WorkflowBuilder("orders", version=1, data=Order)
-            .start_with(AddOne, name="first")
-            .then(AddOne, name="second")
-            .build())
+    return (
+        WorkflowBuilder("orders", version=1, data=Order)
+        .start_with(AddOne, name="first")
+        .then(AddOne, name="second")
+        .build()
+    )
 
 
 async def test_quickstart(make_host):
@@ -60,12 +62,15 @@ async def test_function_steps_then_fn_and_mappings(make_host):
     def sync_inline(ctx):
         ctx.data.log.append("inline")
 
-    flow = (WorkflowBuilder("mapped", data=Order)
-            .start_with(record, name="rec")
-            .then(Multiply).input("factor", lambda ctx: 7)
-            .output(lambda ctx, value: setattr(ctx.data, "n", value), "product")
-            .then_fn(sync_inline)
-            .build())
+    flow = (
+        WorkflowBuilder("mapped", data=Order)
+        .start_with(record, name="rec")
+        .then(Multiply)
+        .input("factor", lambda ctx: 7)
+        .output(lambda ctx, value: setattr(ctx.data, "n", value), "product")
+        .then_fn(sync_inline)
+        .build()
+    )
     async with make_host() as host:
         host.register(flow)
         wid = await host.start_workflow("mapped", {"n": 6})
@@ -98,8 +103,10 @@ async def test_lifecycle_events_in_order(make_host):
     kinds = [(type(e).__name__, getattr(e, "step_name", None)) for e in seen]
     assert kinds == [
         ("WorkflowStarted", None),
-        ("StepStarted", "first"), ("StepCompleted", "first"),
-        ("StepStarted", "second"), ("StepCompleted", "second"),
+        ("StepStarted", "first"),
+        ("StepCompleted", "first"),
+        ("StepStarted", "second"),
+        ("StepCompleted", "second"),
         ("WorkflowCompleted", None),
     ]
     assert all(e.workflow_id == wid and e.definition_id == "orders" for e in seen)

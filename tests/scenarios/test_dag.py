@@ -25,16 +25,19 @@ async def test_independent_steps_overlap_in_time(make_host):
             started[me].set()
             await asyncio.wait_for(started[other].wait(), 10)
             ctx.data.marks[me] = 1
+
         return body
 
     async def join(ctx):
         ctx.data.order.append("join")
 
-    flow = (WorkflowBuilder("overlap", data=Data)
-            .step("a", branch("a", "b"))
-            .step("b", branch("b", "a"))
-            .step("join", join, depends_on=["a", "b"])
-            .build())
+    flow = (
+        WorkflowBuilder("overlap", data=Data)
+        .step("a", branch("a", "b"))
+        .step("b", branch("b", "a"))
+        .step("join", join, depends_on=["a", "b"])
+        .build()
+    )
     async with make_host() as host:
         host.register(flow)
         inst = await host.wait_for_completion(await host.start_workflow("overlap", {}), 30)
@@ -56,14 +59,17 @@ async def test_depends_on_any_does_not_wait_for_all(make_host):
             ctx.data.marks[name] = 1  # different keys: concurrent writes all survive
             if after is not None:
                 after.set()
+
         return run
 
-    flow = (WorkflowBuilder("any", data=Data)
-            .step("fast", body("fast"))
-            .step("slow", body("slow", before=release_slow))  # released only by "first"
-            .step("first", body("first", after=release_slow), depends_on_any=["fast", "slow"])
-            .step("last", body("last"), depends_on=["fast", "slow", "first"])
-            .build())
+    flow = (
+        WorkflowBuilder("any", data=Data)
+        .step("fast", body("fast"))
+        .step("slow", body("slow", before=release_slow))  # released only by "first"
+        .step("first", body("first", after=release_slow), depends_on_any=["fast", "slow"])
+        .step("last", body("last"), depends_on=["fast", "slow", "first"])
+        .build()
+    )
     async with make_host() as host:
         host.register(flow)
         inst = await host.wait_for_completion(await host.start_workflow("any", {}), 30)
@@ -79,14 +85,16 @@ async def test_run_if_false_skips_and_dependents_proceed(make_host):
         async def run(ctx):
             ran.append(name)
             ctx.data.order.append(name)
+
         return run
 
-    flow = (WorkflowBuilder("skip", data=Data)
-            .step("check", body("check"))
-            .step("optional", body("optional"), depends_on=["check"],
-                  run_if=lambda ctx: ctx.data.a > 0)
-            .step("after", body("after"), depends_on=["optional"])
-            .build())
+    flow = (
+        WorkflowBuilder("skip", data=Data)
+        .step("check", body("check"))
+        .step("optional", body("optional"), depends_on=["check"], run_if=lambda ctx: ctx.data.a > 0)
+        .step("after", body("after"), depends_on=["optional"])
+        .build()
+    )
     async with make_host() as host:
         host.register(flow)
         skipped = await host.wait_for_completion(await host.start_workflow("skip", {"a": 0}), 30)
@@ -111,9 +119,13 @@ async def test_each_step_sees_committed_data_and_writes_merge(make_host):
     async def check(ctx):
         ctx.data.order.append(f"{ctx.data.a}{ctx.data.b}")
 
-    flow = (WorkflowBuilder("merge", data=Data)
-            .step("set_a", set_a).step("set_b", set_b)
-            .step("check", check, depends_on=["set_a", "set_b"]).build())
+    flow = (
+        WorkflowBuilder("merge", data=Data)
+        .step("set_a", set_a)
+        .step("set_b", set_b)
+        .step("check", check, depends_on=["set_a", "set_b"])
+        .build()
+    )
     async with make_host() as host:
         host.register(flow)
         inst = await host.wait_for_completion(await host.start_workflow("merge", {}), 30)

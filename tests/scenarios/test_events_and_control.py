@@ -29,14 +29,19 @@ def waiting_flow(timeout: float | None = None, retries: int = 3):
     async def after(ctx):
         ctx.data.steps = [*ctx.data.steps, "after"]
 
-    return (WorkflowBuilder("ship", data=Shipment)
-            .start_with(before)
-            .wait_for("shipped", lambda ctx: ctx.data.order_id,
-                      output=lambda ctx, data: setattr(ctx.data, "tracking", data["tracking"]),
-                      timeout=timeout)
-            .then(after)
-            .default_retry(RetryPolicy(retries))
-            .build())
+    return (
+        WorkflowBuilder("ship", data=Shipment)
+        .start_with(before)
+        .wait_for(
+            "shipped",
+            lambda ctx: ctx.data.order_id,
+            output=lambda ctx, data: setattr(ctx.data, "tracking", data["tracking"]),
+            timeout=timeout,
+        )
+        .then(after)
+        .default_retry(RetryPolicy(retries))
+        .build()
+    )
 
 
 async def wait_status(host, wid, status, tries=300):
@@ -151,9 +156,12 @@ async def test_terminate_fences_a_running_step(make_host):
 async def test_idempotent_start_under_concurrent_calls(make_host):
     async with make_host() as host:
         host.register(waiting_flow())
-        ids = await asyncio.gather(*[
-            host.start_workflow("ship", {"order_id": "idem"}, idempotency_key="key-1")
-            for _ in range(16)])
+        ids = await asyncio.gather(
+            *[
+                host.start_workflow("ship", {"order_id": "idem"}, idempotency_key="key-1")
+                for _ in range(16)
+            ]
+        )
         other = await host.start_workflow("ship", {"order_id": "idem"}, idempotency_key="key-2")
         listed = await host.list_workflows(definition_id="ship")
     assert len(set(ids)) == 1 and other != ids[0]

@@ -30,17 +30,26 @@ def flaky(failures: int):
         ctx.data.attempts.append(ctx.attempt)  # discarded for failed attempts
         if ctx.attempt <= failures:
             raise RuntimeError(f"boom {ctx.attempt}")
+
     return body
 
 
-@pytest.mark.parametrize("backoff", [
-    Backoff.fixed(0.05), Backoff.exponential(0.02, 0.1), Backoff.linear(0.02, 0.1),
-], ids=["fixed", "exponential", "linear"])
+@pytest.mark.parametrize(
+    "backoff",
+    [
+        Backoff.fixed(0.05),
+        Backoff.exponential(0.02, 0.1),
+        Backoff.linear(0.02, 0.1),
+    ],
+    ids=["fixed", "exponential", "linear"],
+)
 async def test_retry_with_each_backoff_counts_attempts(make_host, backoff):
     retries: list[ev.StepRetrying] = []
-    flow = (WorkflowBuilder("retry", data=Data)
-            .step("flaky", flaky(2), retry=RetryPolicy(max_attempts=3, backoff=backoff))
-            .build())
+    flow = (
+        WorkflowBuilder("retry", data=Data)
+        .step("flaky", flaky(2), retry=RetryPolicy(max_attempts=3, backoff=backoff))
+        .build()
+    )
     host = make_host()
     host.subscribe(lambda e: retries.append(e) if isinstance(e, ev.StepRetrying) else None)
     async with host:
@@ -63,10 +72,12 @@ def test_backoff_delays_are_deterministic():
 
 
 async def test_fail_workflow_after_last_attempt_names_the_step(make_host):
-    flow = (WorkflowBuilder("fails", data=Data)
-            .step("bad", flaky(99), retry=RetryPolicy(2, Backoff.fixed(0.01)))
-            .step("never", flaky(0), depends_on=["bad"])
-            .build())
+    flow = (
+        WorkflowBuilder("fails", data=Data)
+        .step("bad", flaky(99), retry=RetryPolicy(2, Backoff.fixed(0.01)))
+        .step("never", flaky(0), depends_on=["bad"])
+        .build()
+    )
     async with make_host() as host:
         host.register(flow)
         inst = await host.wait_for_completion(await host.start_workflow("fails", {}), 30)
@@ -96,10 +107,12 @@ async def test_continue_lets_dependents_run(make_host):
         async def on_failure(self, ctx, error):
             ctx.data.note = f"handled {error}"
 
-    flow = (WorkflowBuilder("cont", data=Data)
-            .step("bad", Noted, retry=RetryPolicy(1), on_failure=FailureAction.CONTINUE)
-            .step("after", after, depends_on=["bad"])
-            .build())
+    flow = (
+        WorkflowBuilder("cont", data=Data)
+        .step("bad", Noted, retry=RetryPolicy(1), on_failure=FailureAction.CONTINUE)
+        .step("after", after, depends_on=["bad"])
+        .build()
+    )
     async with make_host() as host:
         host.register(flow)
         inst = await host.wait_for_completion(await host.start_workflow("cont", {}), 30)
@@ -108,10 +121,16 @@ async def test_continue_lets_dependents_run(make_host):
 
 
 async def test_retry_indefinitely_outlives_max_attempts(make_host):
-    flow = (WorkflowBuilder("forever", data=Data)
-            .step("flaky", flaky(5), retry=RetryPolicy(2, Backoff.fixed(0.01)),
-                  on_failure=FailureAction.RETRY_INDEFINITELY)
-            .build())
+    flow = (
+        WorkflowBuilder("forever", data=Data)
+        .step(
+            "flaky",
+            flaky(5),
+            retry=RetryPolicy(2, Backoff.fixed(0.01)),
+            on_failure=FailureAction.RETRY_INDEFINITELY,
+        )
+        .build()
+    )
     async with make_host() as host:
         host.register(flow)
         inst = await host.wait_for_completion(await host.start_workflow("forever", {}), 30)
@@ -140,8 +159,11 @@ async def test_step_timeout(make_host):
     async def hang(ctx):
         await asyncio.sleep(30)
 
-    flow = (WorkflowBuilder("slow", data=Data)
-            .step("hang", hang, timeout=0.1, retry=RetryPolicy(1)).build())
+    flow = (
+        WorkflowBuilder("slow", data=Data)
+        .step("hang", hang, timeout=0.1, retry=RetryPolicy(1))
+        .build()
+    )
     async with make_host() as host:
         host.register(flow)
         inst = await host.wait_for_completion(await host.start_workflow("slow", {}), 30)
@@ -159,12 +181,24 @@ async def test_chain_error_behaviours(make_host):
             ctx.data.order.append("ok")
             return ExecutionResult.next()
 
-    suspending = (WorkflowBuilder("susp", data=Data)
-                  .start_with(FailOnce).on_error(ErrorBehavior.suspend()).build())
-    terminating = (WorkflowBuilder("term", data=Data)
-                   .start_with(flaky(9)).on_error(ErrorBehavior.terminate()).build())
-    retrying = (WorkflowBuilder("retr", data=Data)
-                .start_with(flaky(2)).on_error(ErrorBehavior.retry(0.01, 2)).build())
+    suspending = (
+        WorkflowBuilder("susp", data=Data)
+        .start_with(FailOnce)
+        .on_error(ErrorBehavior.suspend())
+        .build()
+    )
+    terminating = (
+        WorkflowBuilder("term", data=Data)
+        .start_with(flaky(9))
+        .on_error(ErrorBehavior.terminate())
+        .build()
+    )
+    retrying = (
+        WorkflowBuilder("retr", data=Data)
+        .start_with(flaky(2))
+        .on_error(ErrorBehavior.retry(0.01, 2))
+        .build()
+    )
     async with make_host() as host:
         for flow in (suspending, terminating, retrying):
             host.register(flow)

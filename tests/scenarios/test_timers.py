@@ -24,8 +24,13 @@ async def mark_after(ctx):
 
 
 def delayed_flow(seconds: float):
-    return (WorkflowBuilder("delayed", data=Data)
-            .start_with(mark_before).delay(timedelta(seconds=seconds)).then(mark_after).build())
+    return (
+        WorkflowBuilder("delayed", data=Data)
+        .start_with(mark_before)
+        .delay(timedelta(seconds=seconds))
+        .then(mark_after)
+        .build()
+    )
 
 
 async def test_delay_fires_after_the_host_was_stopped_and_started_again(make_host):
@@ -61,11 +66,13 @@ async def test_sleep_result_and_scheduled_at(make_host):
             return ExecutionResult.next()
 
     at = datetime.now(tz=UTC) + timedelta(seconds=0.5)
-    flow = (WorkflowBuilder("timers", data=Data)
-            .step("poll", Poller)
-            .step("later", mark_after, scheduled_at=at)
-            .step("delayed", mark_before, delay=0.2)
-            .build())
+    flow = (
+        WorkflowBuilder("timers", data=Data)
+        .step("poll", Poller)
+        .step("later", mark_after, scheduled_at=at)
+        .step("delayed", mark_before, delay=0.2)
+        .build()
+    )
     async with make_host() as host:
         host.register(flow)
         inst = await host.wait_for_completion(await host.start_workflow("timers", {}), 30)

@@ -44,8 +44,9 @@ def to_jsonable(instance: BaseModel) -> dict[str, Any]:
     except PydanticSerializationError as exc:
         field = _bad_field(instance)
         where = f"field {field!r}" if field else "data"
-        raise InvalidData(f"{type(instance).__name__}: {where} is not JSON-serializable: {exc}",
-                          field=field) from exc
+        raise InvalidData(
+            f"{type(instance).__name__}: {where} is not JSON-serializable: {exc}", field=field
+        ) from exc
 
 
 def _bad_field(instance: BaseModel) -> str | None:
@@ -67,7 +68,7 @@ def encode(data: dict[str, Any], max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> 
 
 
 def encode_value(value: Any, what: str) -> Any:
-    """Check that ``value`` (event data, persistence data) survives JSON; return it as JSON types."""
+    """Check that ``value`` (event or persistence data) survives JSON; return it as JSON."""
     try:
         return json.loads(json.dumps(value))
     except (TypeError, ValueError) as exc:

@@ -82,8 +82,13 @@ def successors(
     """Pointers to create now that ``ended`` is done (chain edges and DAG dependents)."""
     step = definition.steps[ended.step_id]
     created = [
-        make_pointer(definition.steps[edge.next_step], now_ms, scope=ended.scope,
-                     context_item=ended.context_item, predecessor_id=ended.id)
+        make_pointer(
+            definition.steps[edge.next_step],
+            now_ms,
+            scope=ended.scope,
+            context_item=ended.context_item,
+            predecessor_id=ended.id,
+        )
         for edge in step.next
         if ended.status is PointerStatus.COMPLETE and edge.matches(ended.outcome)
     ]
@@ -111,8 +116,13 @@ def branch_children(
     step = definition.steps[parent.step_id]
     scope = [parent.id, *parent.scope]
     return [
-        make_pointer(definition.steps[child], now_ms, scope=scope, context_item=value,
-                     predecessor_id=parent.id)
+        make_pointer(
+            definition.steps[child],
+            now_ms,
+            scope=scope,
+            context_item=value,
+            predecessor_id=parent.id,
+        )
         for value in values
         for child in step.children
     ]

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,8 +85,12 @@ class WorkflowRun:
         return self.services.persistence.now_ms()
 
     def make_event(self, cls: type[ev.LifecycleEvent], **fields: Any) -> ev.LifecycleEvent:
-        return cls(workflow_id=self.workflow_id, definition_id=self.definition.id,
-                   version=self.definition.version, **fields)
+        return cls(
+            workflow_id=self.workflow_id,
+            definition_id=self.definition.id,
+            version=self.definition.version,
+            **fields,
+        )
 
     def event(self, cls: type[ev.LifecycleEvent], **fields: Any) -> None:
         self.services.lifecycle.publish(self.make_event(cls, **fields))
@@ -98,8 +102,10 @@ class WorkflowRun:
             self.record = state.record
             definition = self.resolve(state.record.definition_id, state.record.version)
             if definition is None:
-                raise LookupError(f"definition {state.record.definition_id} "
-                                  f"v{state.record.version} is not registered on this host")
+                raise LookupError(
+                    f"definition {state.record.definition_id} "
+                    f"v{state.record.version} is not registered on this host"
+                )
             self.definition = definition
             self.pointers = {p.id: p for p in state.pointers}
             self.subscriptions = {s.pointer_id: s for s in state.subscriptions}
@@ -129,8 +135,11 @@ class WorkflowRun:
             self.definition.data_type.model_validate(self.data)
             return True
         except (ValidationError, ValueError) as exc:
-            detail = (validation_message(exc, self.definition.data_type)[0]
-                      if isinstance(exc, ValidationError) else str(exc))
+            detail = (
+                validation_message(exc, self.definition.data_type)[0]
+                if isinstance(exc, ValidationError)
+                else str(exc)
+            )
             self._pending_failure = f"stored data does not match the data model: {detail}"
             return False
 
@@ -147,7 +156,8 @@ class WorkflowRun:
                 for pointer in list(self.pointers.values()):
                     if pointer.id not in self.tasks and plan.is_ready(pointer, now):
                         self.tasks[pointer.id] = asyncio.create_task(
-                            self._runner.execute(pointer.id), name=f"wfe-step-{pointer.step_name}")
+                            self._runner.execute(pointer.id), name=f"wfe-step-{pointer.step_name}"
+                        )
             if not self.tasks:
                 return
             done, _ = await asyncio.wait(self.tasks.values(), return_when=asyncio.FIRST_COMPLETED)
@@ -158,14 +168,20 @@ class WorkflowRun:
                 await self._deliver_events()
 
     def _new_waits(self) -> bool:
-        return any(p.status is PointerStatus.WAITING and not p.event_published
-                   for p in self.pointers.values())
+        return any(
+            p.status is PointerStatus.WAITING and not p.event_published
+            for p in self.pointers.values()
+        )
 
     async def _deliver_events(self) -> None:
         """Attach already-published events to waiting pointers (consumed at their commit)."""
-        waiting = [self.subscriptions[p.id] for p in self.pointers.values()
-                   if p.status is PointerStatus.WAITING and not p.event_published
-                   and p.id in self.subscriptions]
+        waiting = [
+            self.subscriptions[p.id]
+            for p in self.pointers.values()
+            if p.status is PointerStatus.WAITING
+            and not p.event_published
+            and p.id in self.subscriptions
+        ]
         if not waiting:
             return
         found = await self.services.persistence.find_events(self.workflow_id, waiting)
@@ -199,7 +215,9 @@ class WorkflowRun:
             self.services.lifecycle.publish(event)
         self._after_commit(step_commit, status)
 
-    def _apply(self, commit: StepCommit, new_data: dict[str, Any] | None, status: WorkflowStatus) -> None:
+    def _apply(
+        self, commit: StepCommit, new_data: dict[str, Any] | None, status: WorkflowStatus
+    ) -> None:
         self.unsaved.clear()
         if new_data is not None:
             self.data = new_data
@@ -229,11 +247,19 @@ class WorkflowRun:
 
     def context(self, pointer: ExecutionPointer, data: BaseModel) -> StepContext[Any]:
         return StepContext(
-            data=data, workflow_id=self.workflow_id, definition_id=self.definition.id,
-            version=self.definition.version, step_name=pointer.step_name,
-            pointer_id=pointer.id, attempt=pointer.attempt, item=pointer.context_item,
-            persistence_data=pointer.persistence_data, event_data=pointer.event_data,
-            event_published=pointer.event_published, _start_child=self.services.start_child)
+            data=data,
+            workflow_id=self.workflow_id,
+            definition_id=self.definition.id,
+            version=self.definition.version,
+            step_name=pointer.step_name,
+            pointer_id=pointer.id,
+            attempt=pointer.attempt,
+            item=pointer.context_item,
+            persistence_data=pointer.persistence_data,
+            event_data=pointer.event_data,
+            event_published=pointer.event_published,
+            _start_child=self.services.start_child,
+        )
 
     def retry_policy(self, step: StepDef) -> RetryPolicy:
         return step.retry or self.definition.default_retry or self.services.default_retry

@@ -43,7 +43,9 @@ class StepRunner:
         run = self.run
         pointer = run.pointers[pointer_id].model_copy(deep=True)
         if pointer.step_id >= len(run.definition.steps):
-            message = f"pointer {pointer.id} names step {pointer.step_id}, which the definition lacks"
+            message = (
+                f"pointer {pointer.id} names step {pointer.step_id}, which the definition lacks"
+            )
             await run.commit(Transition(status=WorkflowStatus.FAILED, error=message), pointer_id)
             return
         step = run.definition.steps[pointer.step_id]
@@ -55,11 +57,18 @@ class StepRunner:
         pointer.start_time = pointer.start_time or run.now()
         snapshot = copy.deepcopy(run.data)
         ctx = run.context(pointer, run.definition.data_type.model_validate(snapshot))
-        run.event(ev.StepStarted, step_name=step.name, pointer_id=pointer.id, attempt=pointer.attempt)
+        run.event(
+            ev.StepStarted, step_name=step.name, pointer_id=pointer.id, attempt=pointer.attempt
+        )
         await self._run_body(pointer, step, ctx, snapshot)
 
-    async def _run_body(self, pointer: ExecutionPointer, step: StepDef, ctx: StepContext[Any],
-                        snapshot: dict[str, Any]) -> None:
+    async def _run_body(
+        self,
+        pointer: ExecutionPointer,
+        step: StepDef,
+        ctx: StepContext[Any],
+        snapshot: dict[str, Any],
+    ) -> None:
         body: StepBody | None = None
         try:
             if self._should_skip(pointer, step, ctx):
@@ -75,7 +84,7 @@ class StepRunner:
                 await body.on_success(ctx)
             patch = diff(snapshot, to_jsonable(ctx.data))
             result = _checked(result)
-        except Exception as exc:  # noqa: BLE001 - user code: every error goes to the policy
+        except Exception as exc:
             await self._failed(pointer, step, body, exc, snapshot)
             return
         await self._succeeded(pointer, step, result, patch)
@@ -102,8 +111,9 @@ class StepRunner:
         t = Transition(pointer=pointer, events=[self._event(ev.StepSkipped, pointer)])
         await self.run.commit(t, pointer.id)
 
-    async def _succeeded(self, pointer: ExecutionPointer, step: StepDef, result: ExecutionResult,
-                         patch: Patch) -> None:
+    async def _succeeded(
+        self, pointer: ExecutionPointer, step: StepDef, result: ExecutionResult, patch: Patch
+    ) -> None:
         run, now = self.run, self.run.now()
         t = Transition(pointer=pointer, patch=patch)
         if pointer.id in run.deliveries:
@@ -125,20 +135,29 @@ class StepRunner:
             pointer.sleep_until = now + int((result.sleep_for or 0.0) * 1000)
         await run.commit(t, pointer.id)
 
-    def _wait(self, pointer: ExecutionPointer, step: StepDef, result: ExecutionResult,
-              now: int) -> EventSubscription:
+    def _wait(
+        self, pointer: ExecutionPointer, step: StepDef, result: ExecutionResult, now: int
+    ) -> EventSubscription:
         run = self.run
         assert run.record is not None and result.event_name is not None
-        as_of = (datetime_to_ms(result.event_as_of) if result.event_as_of is not None
-                 else run.record.create_time)
+        as_of = (
+            datetime_to_ms(result.event_as_of)
+            if result.event_as_of is not None
+            else run.record.create_time
+        )
         timeout = run.timeout_of(step)
         pointer.status = PointerStatus.WAITING
         pointer.event_name, pointer.event_key = result.event_name, result.event_key or ""
         pointer.event_as_of, pointer.event_published, pointer.event_data = as_of, False, None
         pointer.sleep_until = None if timeout is None else now + int(timeout * 1000)
-        return EventSubscription(id=f"{pointer.id}:{pointer.attempt}", workflow_id=run.workflow_id,
-                                 pointer_id=pointer.id, event_name=pointer.event_name,
-                                 event_key=pointer.event_key, as_of=as_of)
+        return EventSubscription(
+            id=f"{pointer.id}:{pointer.attempt}",
+            workflow_id=run.workflow_id,
+            pointer_id=pointer.id,
+            event_name=pointer.event_name,
+            event_key=pointer.event_key,
+            as_of=as_of,
+        )
 
     async def _match_published(self, pointer: ExecutionPointer, sub: EventSubscription) -> None:
         """An event published before the wait began is delivered without another claim."""
@@ -148,14 +167,28 @@ class StepRunner:
             pointer.event_published, pointer.event_data = True, event.data
             self.run.deliveries[pointer.id] = (event.id, sub.id)
 
-    async def _failed(self, pointer: ExecutionPointer, step: StepDef, body: StepBody | None,
-                      exc: Exception, snapshot: dict[str, Any] | None) -> None:
+    async def _failed(
+        self,
+        pointer: ExecutionPointer,
+        step: StepDef,
+        body: StepBody | None,
+        exc: Exception,
+        snapshot: dict[str, Any] | None,
+    ) -> None:
         run, now = self.run, self.run.now()
         text = f"{type(exc).__name__}: {exc}"
         pointer.error = text
-        t = Transition(pointer=pointer, error_record=ExecutionError(
-            workflow_id=run.workflow_id, pointer_id=pointer.id, step_name=step.name,
-            attempt=pointer.attempt, error_time=now, message=text))
+        t = Transition(
+            pointer=pointer,
+            error_record=ExecutionError(
+                workflow_id=run.workflow_id,
+                pointer_id=pointer.id,
+                step_name=step.name,
+                attempt=pointer.attempt,
+                error_time=now,
+                message=text,
+            ),
+        )
         if pointer.status is PointerStatus.WAITING and pointer.id in run.subscriptions:
             t.removed_subscription = run.subscriptions[pointer.id].id
         behavior = step.error_behavior
@@ -167,8 +200,14 @@ class StepRunner:
             t.status, t.error = WorkflowStatus.TERMINATED, self._final_message(step, pointer, text)
         elif self._retryable(body, exc) and self._attempts_left(step, pointer):
             delay = run.retry_policy(step).backoff.delay(pointer.attempt)
-            t.events.append(self._event(ev.StepRetrying, pointer, error=text,
-                                        retry_at=ms_to_datetime(now + int(delay * 1000))))
+            t.events.append(
+                self._event(
+                    ev.StepRetrying,
+                    pointer,
+                    error=text,
+                    retry_at=ms_to_datetime(now + int(delay * 1000)),
+                )
+            )
             self._prime_retry(pointer, now, delay)
             await run.commit(t, pointer.id)
             return
@@ -177,8 +216,15 @@ class StepRunner:
         t.events.insert(0, self._event(ev.StepFailed, pointer, error=text))
         await run.commit(t, pointer.id)
 
-    async def _final_failure(self, pointer: ExecutionPointer, step: StepDef, body: StepBody | None,
-                             exc: Exception, snapshot: dict[str, Any] | None, t: Transition) -> None:
+    async def _final_failure(
+        self,
+        pointer: ExecutionPointer,
+        step: StepDef,
+        body: StepBody | None,
+        exc: Exception,
+        snapshot: dict[str, Any] | None,
+        t: Transition,
+    ) -> None:
         run = self.run
         pointer.status, pointer.end_time = PointerStatus.FAILED, run.now()
         if body is not None and snapshot is not None:
@@ -187,8 +233,9 @@ class StepRunner:
             t.status = WorkflowStatus.FAILED
             t.error = self._final_message(step, pointer, pointer.error or "")
 
-    async def _on_failure_hook(self, pointer: ExecutionPointer, body: StepBody, exc: Exception,
-                               snapshot: dict[str, Any]) -> Patch | None:
+    async def _on_failure_hook(
+        self, pointer: ExecutionPointer, body: StepBody, exc: Exception, snapshot: dict[str, Any]
+    ) -> Patch | None:
         """Run ``on_failure`` on a fresh copy of the data; its changes are committed."""
         run = self.run
         fresh = copy.deepcopy(snapshot)
@@ -196,7 +243,7 @@ class StepRunner:
         try:
             await body.on_failure(ctx, exc)
             return diff(snapshot, to_jsonable(ctx.data))
-        except Exception:  # noqa: BLE001 - a failing hook must not hide the step's error
+        except Exception:
             log.exception("on_failure hook of step %r raised", pointer.step_name)
             return None
 
@@ -209,7 +256,7 @@ class StepRunner:
             return True
         try:
             return bool(body.is_retryable(exc))
-        except Exception:  # noqa: BLE001 - a broken hook means "do not retry"
+        except Exception:
             log.exception("is_retryable of step %r raised", type(body).__name__)
             return False
 
@@ -228,10 +275,16 @@ class StepRunner:
         pointer.event_name = pointer.event_key = None
         pointer.event_as_of, pointer.event_published, pointer.event_data = None, False, None
 
-    def _event(self, cls: type[ev.StepEvent], pointer: ExecutionPointer,
-               **fields: Any) -> ev.LifecycleEvent:
-        return self.run.make_event(cls, step_name=pointer.step_name, pointer_id=pointer.id,
-                                   attempt=pointer.attempt, **fields)
+    def _event(
+        self, cls: type[ev.StepEvent], pointer: ExecutionPointer, **fields: Any
+    ) -> ev.LifecycleEvent:
+        return self.run.make_event(
+            cls,
+            step_name=pointer.step_name,
+            pointer_id=pointer.id,
+            attempt=pointer.attempt,
+            **fields,
+        )
 
 
 def _checked(result: ExecutionResult) -> ExecutionResult:
@@ -241,7 +294,9 @@ def _checked(result: ExecutionResult) -> ExecutionResult:
     return result
 
 
-def _branch(run: WorkflowRun, parent: ExecutionPointer, values: list[Any], now: int) -> list[ExecutionPointer]:
+def _branch(
+    run: WorkflowRun, parent: ExecutionPointer, values: list[Any], now: int
+) -> list[ExecutionPointer]:
     from wfe_core.executor.plan import branch_children
 
     children = branch_children(run.definition, parent, values, now)

@@ -64,18 +64,28 @@ class TransitionBuilder:
         new_data = self._new_data()
         status = self._status(pointers)
         commit = StepCommit(
-            workflow_id=run.workflow_id, owner=run.claim.owner, token=run.claim.token,
+            workflow_id=run.workflow_id,
+            owner=run.claim.owner,
+            token=run.claim.token,
             data=None if new_data is None else encode(new_data, run.services.max_payload_bytes),
-            status=status, error=t.error, new_pointers=new, updated_pointers=updated,
+            status=status,
+            error=t.error,
+            new_pointers=new,
+            updated_pointers=updated,
             new_subscriptions=[t.subscription] if t.subscription else [],
             removed_subscriptions=[t.removed_subscription] if t.removed_subscription else [],
             delivered_events=[t.delivered_event] if t.delivered_event else [],
-            errors=[t.error_record] if t.error_record else [])
+            errors=[t.error_record] if t.error_record else [],
+        )
         self._schedule(commit, pointers)
         return commit, new_data
 
-    def _split_unsaved(self, new: list[ExecutionPointer], updated: list[ExecutionPointer],
-                       pointers: dict[str, ExecutionPointer]) -> tuple[list[ExecutionPointer], list[ExecutionPointer]]:
+    def _split_unsaved(
+        self,
+        new: list[ExecutionPointer],
+        updated: list[ExecutionPointer],
+        pointers: dict[str, ExecutionPointer],
+    ) -> tuple[list[ExecutionPointer], list[ExecutionPointer]]:
         """The first commit of a new workflow also inserts its genesis pointers."""
         unsaved = self.run.unsaved
         if not unsaved:
@@ -91,7 +101,10 @@ class TransitionBuilder:
         return merged
 
     def _resumed_parents(
-        self, ended: ExecutionPointer, pointers: dict[str, ExecutionPointer], new: list[ExecutionPointer]
+        self,
+        ended: ExecutionPointer,
+        pointers: dict[str, ExecutionPointer],
+        new: list[ExecutionPointer],
     ) -> list[ExecutionPointer]:
         """A container whose whole branch has ended becomes ready to run again."""
         if not ended.scope or new:
@@ -120,7 +133,8 @@ class TransitionBuilder:
         running = self.run.others_running(self.pointer_id)
         ready = not self.run.halted and any(
             plan.is_ready(p, self.now) and (p.id == self.pointer_id or p.id not in self.run.tasks)
-            for p in pointers.values())
+            for p in pointers.values()
+        )
         if running or ready:
             commit.next_execution = 0
             return
