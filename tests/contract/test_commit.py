@@ -126,7 +126,13 @@ async def test_finishing_commit_sets_complete_time_and_frees_the_workflow(
     record = await create(backend)
     claim = await claim_only(backend, record.id)
     status = await store.commit(
-        commit_for(claim, status=WorkflowStatus.FAILED, error="step x failed", release=True)
+        commit_for(
+            claim,
+            status=WorkflowStatus.FAILED,
+            error="step x failed",
+            next_execution=store.now_ms(),
+            release=True,
+        )
     )
     now = store.now_ms()
 
@@ -139,6 +145,7 @@ async def test_finishing_commit_sets_complete_time_and_frees_the_workflow(
     )
     assert stored.complete_time is not None
     assert now - CLOCK_SLACK_MS <= stored.complete_time <= now
+    assert stored.next_execution is None
     assert await backend.queue.claim("host-b", 10, 30, ELIGIBLE) == []
     with pytest.raises(LeaseLost):
         await store.commit(commit_for(claim, data="{}"))
@@ -194,7 +201,10 @@ async def test_commit_is_allowed_while_suspended_and_reports_it(backend: Backend
     claim = await claim_only(backend, record.id)
     await store.set_status(record.id, "suspend", RUNNABLE, WorkflowStatus.SUSPENDED)
 
-    status = await store.commit(commit_for(claim, data=json.dumps({"n": 5}), release=True))
+    # RUNNABLE in a commit means "carry on": it must not undo the user's suspension.
+    status = await store.commit(
+        commit_for(claim, data=json.dumps({"n": 5}), status=WorkflowStatus.RUNNABLE, release=True)
+    )
 
     assert status is WorkflowStatus.SUSPENDED
     stored = await store.get_workflow(record.id)
@@ -215,7 +225,7 @@ async def test_terminate_fences_off_the_owner(backend: Backend) -> None:
     assert terminated.status is WorkflowStatus.TERMINATED
     assert terminated.complete_time is not None
     assert before - CLOCK_SLACK_MS <= terminated.complete_time <= store.now_ms()
-    assert terminated.lease_owner is None
+    assert (terminated.lease_owner, terminated.next_execution) == (None, None)
     with pytest.raises(LeaseLost):
         await store.commit(commit_for(claim, data="{}", status=WorkflowStatus.COMPLETE))
     assert await backend.queue.renew([claim], 30) == []
@@ -316,3 +326,19 @@ async def test_purge_keeps_events_an_unfinished_workflow_still_waits_for(
     assert await store.purge(store.now_ms() + 60_000, FINISHED) == 1
     found = await store.find_events(waiting.id, [sub])
     assert found[sub.id].id == event.id
+
+
+async def test_purge_deletes_events_no_unfinished_workflow_can_receive(backend: Backend) -> None:
+    store = backend.persistence
+    unreachable = await store.publish_event("paid", "order-1", json.dumps("old"))
+    await asyncio.sleep(0.02)  # the workflow starts strictly after that event
+    record = await create(backend)
+    reachable = await store.publish_event("paid", "order-1", json.dumps("new"))
+
+    assert await store.purge(store.now_ms() + 60_000, FINISHED) == 0
+
+    claim = await claim_only(backend, record.id)
+    sub = subscription(record.id, as_of=unreachable.event_time)
+    await store.commit(commit_for(claim, new_subscriptions=[sub]))
+    found = await store.find_events(record.id, [sub])
+    assert found[sub.id].id == reachable.id

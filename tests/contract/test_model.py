@@ -174,7 +174,7 @@ class ProviderModel(RuleBasedStateMachine):
         w.commits += 1
         w.next_execution = commit.next_execution
         if then == "finish":
-            w.finished_at = self.now
+            w.finished_at, w.next_execution = self.now, None
         if then in ("finish", "release"):
             w.owner, w.expires = None, None
 

@@ -105,23 +105,15 @@ def _delete_workflow(state: MemoryState, workflow_id: str) -> None:
 
 
 def _purge_events(state: MemoryState, older_than_ms: int) -> None:
-    unfinished = [r for r in state.workflows.values() if not r.status.finished]
-    open_subscriptions = [
-        sub for r in unfinished for sub in state.subscriptions.get(r.id, {}).values()
-    ]
-
-    def could_still_match(event: Event) -> bool:
-        # A workflow that started before the event may still reach a wait for it, so
-        # only events older than every unfinished workflow are safe to drop.
-        return any(r.create_time <= event.event_time for r in unfinished) or any(
-            _matches(sub, event) for sub in open_subscriptions
-        )
-
-    doomed = {
-        event_id
-        for event_id, event in state.events.items()
-        if event.event_time < older_than_ms and not could_still_match(event)
-    }
+    # An unfinished workflow matches events from its creation on, and a subscription
+    # from its as_of (which a step may set earlier), so events older than the oldest
+    # unfinished workflow and the oldest subscription can never be delivered.
+    keep_from = min(
+        [older_than_ms]
+        + [r.create_time for r in state.workflows.values() if not r.status.finished]
+        + [sub.as_of for subs in state.subscriptions.values() for sub in subs.values()]
+    )
+    doomed = {event_id for event_id, event in state.events.items() if event.event_time < keep_from}
     for event_id in doomed:
         del state.events[event_id]
     if doomed:

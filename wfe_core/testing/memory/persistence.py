@@ -87,7 +87,7 @@ class MemoryPersistence(PersistenceProvider):
             status=WorkflowStatus.RUNNABLE,
             data=new.data,
             create_time=now,
-            next_execution=now if new.next_execution == 0 else new.next_execution,
+            next_execution=new.next_execution,
         )
         s.workflows[new.id] = record
         s.sequence[new.id] = s.next_sequence()
@@ -96,7 +96,7 @@ class MemoryPersistence(PersistenceProvider):
         s.errors[new.id] = []
         if new.idempotency_key is not None:
             s.idempotency[new.idempotency_key] = new.id
-        if record.next_execution is not None and record.next_execution <= now:
+        if record.next_execution is not None:
             s.wake()
         return copy_record(record), True
 
@@ -139,13 +139,19 @@ class MemoryPersistence(PersistenceProvider):
         return WorkflowState(
             record=copy_record(record),
             pointers=[copy_record(p) for p in s.pointers[record.id].values()],
-            subscriptions=[copy_record(x) for x in s.subscriptions[record.id].values()],
+            subscriptions=[
+                copy_record(x)
+                for x in sorted(s.subscriptions[record.id].values(), key=lambda x: (x.as_of, x.id))
+            ],
         )
 
     async def commit(self, commit: StepCommit) -> WorkflowStatus:
         """Apply one step transition atomically, fenced by ``(owner, token)``.
 
         Every check runs before the first write, so a failed commit writes nothing.
+        A ``status`` of RUNNABLE (or ``None``) keeps the stored status, so a suspension
+        made while the step ran survives; a finished status sets ``complete_time``,
+        clears ``next_execution`` and the lease.
 
         Returns:
             The workflow's status after the write.
@@ -218,6 +224,7 @@ class MemoryPersistence(PersistenceProvider):
             self.state.wake()
         if to.finished:
             record.complete_time = now
+            record.next_execution = None
             _clear_lease(record)
         return copy_record(record)
 
@@ -286,13 +293,16 @@ class MemoryPersistence(PersistenceProvider):
         now = self.state.now_ms()
         if commit.data is not None:
             record.data = commit.data
-        if commit.status is not None:
+        # RUNNABLE (or no status) keeps the stored status, so that a suspension made
+        # while the step ran survives its commit.
+        if commit.status is not None and commit.status is not WorkflowStatus.RUNNABLE:
             record.status = commit.status
         if commit.error is not None:
             record.error = commit.error
         record.next_execution = commit.next_execution
         if record.status.finished:
             record.complete_time = now
+            record.next_execution = None
             _clear_lease(record)
         elif commit.release:
             _clear_lease(record)
