@@ -147,3 +147,52 @@ async def test_two_events_for_two_subscriptions_of_one_workflow(backend: Backend
     found = await store.find_events(claim.workflow_id, [paid, shipped])
 
     assert {k: v.id for k, v in found.items()} == {paid.id: e_paid.id, shipped.id: e_shipped.id}
+
+
+async def test_an_event_published_during_a_step_is_not_buried_by_its_commit(
+    backend: Backend,
+) -> None:
+    # The executor looked for events, then one was published, then it committed
+    # "nothing to do until an event arrives": the workflow must still be due.
+    store = backend.persistence
+    claim, sub = await waiting_workflow(backend, release=False)
+    assert await store.find_events(claim.workflow_id, [sub]) == {}
+    event = await store.publish_event("paid", "order-1", "{}")
+
+    await store.commit(commit_for(claim, next_execution=None, release=True))
+
+    again = await claim_only(backend, claim.workflow_id, "host-b")
+    assert (await store.find_events(again.workflow_id, [sub]))[sub.id].id == event.id
+
+
+async def test_an_event_published_before_its_subscription_is_committed_wakes_it(
+    backend: Backend,
+) -> None:
+    # Published after the executor's last look but before the commit adding the
+    # subscription, so publish found no subscriber to wake.
+    store = backend.persistence
+    record = await create(backend)
+    claim = await claim_only(backend, record.id)
+    sub = subscription(record.id, as_of=record.create_time)
+    assert await store.find_events(record.id, [sub]) == {}
+    event = await store.publish_event("paid", "order-1", "{}")
+
+    await store.commit(
+        commit_for(claim, new_subscriptions=[sub], next_execution=None, release=True)
+    )
+
+    again = await claim_only(backend, record.id, "host-b")
+    assert (await store.find_events(again.workflow_id, [sub]))[sub.id].id == event.id
+
+
+async def test_a_delivered_event_does_not_keep_the_workflow_due(backend: Backend) -> None:
+    store = backend.persistence
+    claim, sub = await waiting_workflow(backend, release=False)
+    event = await store.publish_event("paid", "order-1", "{}")
+
+    await store.commit(
+        commit_for(claim, delivered_events=[event.id], next_execution=None, release=True)
+    )
+
+    assert await backend.queue.claim("host-b", 10, 30, ELIGIBLE) == []
+    assert await store.find_events(claim.workflow_id, [sub]) == {}

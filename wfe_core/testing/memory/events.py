@@ -68,6 +68,16 @@ def find_events(
     return found
 
 
+def has_deliverable_event(state: MemoryState, workflow_id: str) -> bool:
+    """Whether an open subscription of the workflow matches an event not yet delivered
+    to it (one published after the executor last looked, or before the wait began)."""
+    return any(
+        _matches(sub, event) and (workflow_id, event.id) not in state.deliveries
+        for sub in state.subscriptions.get(workflow_id, {}).values()
+        for event in state.events.values()
+    )
+
+
 def purge(state: MemoryState, older_than_ms: int, statuses: frozenset[WorkflowStatus]) -> int:
     """Delete finished workflows completed before ``older_than_ms`` with their rows,
     then the old events that no unfinished workflow could still receive."""

@@ -151,7 +151,9 @@ class MemoryPersistence(PersistenceProvider):
         Every check runs before the first write, so a failed commit writes nothing.
         A ``status`` of RUNNABLE (or ``None``) keeps the stored status, so a suspension
         made while the step ran survives; a finished status sets ``complete_time``,
-        clears ``next_execution`` and the lease.
+        clears ``next_execution`` and the lease. A RUNNABLE workflow left idle while an
+        open subscription matches an undelivered event is made due now, so an event
+        published while the step ran is never lost.
 
         Returns:
             The workflow's status after the write.
@@ -196,6 +198,7 @@ class MemoryPersistence(PersistenceProvider):
         s.deliveries.update(deliveries)
         s.errors[wid].extend(errors)
         self._write_record(record, commit)
+        self._keep_events_due(record)
         return record.status
 
     async def set_status(
@@ -312,6 +315,20 @@ class MemoryPersistence(PersistenceProvider):
             and record.next_execution is not None
             and record.next_execution <= now
         ):
+            self.state.wake()
+
+    def _keep_events_due(self, record: WorkflowRecord) -> None:
+        # An event published after the executor's find_events, or before the commit
+        # that adds its subscription, found nothing to wake; a commit that leaves the
+        # workflow idle would bury it. Checked in the same atomic step as the write.
+        now = self.state.now_ms()
+        idle = record.next_execution is None or record.next_execution > now
+        if (
+            record.status is WorkflowStatus.RUNNABLE
+            and idle
+            and events.has_deliverable_event(self.state, record.id)
+        ):
+            record.next_execution = 0
             self.state.wake()
 
 

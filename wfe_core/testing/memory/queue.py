@@ -103,7 +103,7 @@ class MemoryQueue(QueueProvider):
         record.next_execution = self.state.now_ms()
         self.state.wake()
 
-    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109 - port signature
+    async def wait_for_work(self, timeout: float) -> None:
         """Return after a wake-up (including one made before the call) or ``timeout``
         seconds, whichever comes first."""
         await self.state.wait_for_work(timeout)

@@ -109,7 +109,7 @@ class MemoryState:
         """Wake every task waiting in :meth:`wait_for_work`."""
         self._work.set()
 
-    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109 - port signature
+    async def wait_for_work(self, timeout: float) -> None:
         """Return after a :meth:`wake` (even one made before the call) or ``timeout``."""
         loop = asyncio.get_running_loop()
         if self._work_loop is not loop:
