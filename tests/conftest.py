@@ -22,15 +22,19 @@ test id ends in ``[memory]``, ``[sqlite]``, ...):
     closed after the test.
 
 To add a backend, add one entry to :data:`BACKENDS`: a name mapped to a
-:class:`BackendKind` with two async functions, ``make_url(tmp_path) -> str`` (set up
-an empty database for one test and return its URL) and ``open(url) -> Backend`` (not
-yet migrated). Nothing else changes: every parametrized test picks it up.
+:class:`BackendKind` of two async factories, ``database(tmp_path)`` (an async context
+manager that sets up an empty database for one test, yields its URL and drops it
+afterwards) and ``open(url) -> Backend`` (not yet migrated). Nothing else changes:
+every test using these fixtures picks it up. For PostgreSQL, ``database`` would copy
+a migrated template database (``CREATE DATABASE ... TEMPLATE``) and drop it on exit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,15 +51,16 @@ MEMORY_URL = "memory"
 class BackendKind:
     """How the suite gets a database of one kind for one test."""
 
-    make_url: Callable[[Path], Awaitable[str]]
-    """Prepare an empty database for one test (under ``tmp_path``) and return its URL."""
+    database: Callable[[Path], AbstractAsyncContextManager[str]]
+    """An empty database for one test (files under ``tmp_path``): yields its URL."""
 
     open: Callable[[str], Awaitable[Backend]]
-    """Open a backend on a URL ``make_url`` returned; the caller migrates and closes it."""
+    """Open a backend on a URL ``database`` gave; the caller migrates and closes it."""
 
 
-async def _memory_url(tmp_path: Path) -> str:
-    return MEMORY_URL
+@contextlib.asynccontextmanager
+async def _memory_database(tmp_path: Path) -> AsyncIterator[str]:
+    yield MEMORY_URL
 
 
 async def _open_memory(url: str) -> Backend:
@@ -63,8 +68,10 @@ async def _open_memory(url: str) -> Backend:
     return memory_backend()
 
 
-async def _sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path}/wfe.db"
+@contextlib.asynccontextmanager
+async def _sqlite_database(tmp_path: Path) -> AsyncIterator[str]:
+    # A real file (WAL needs one): ":memory:" would hide locking between connections.
+    yield f"sqlite+aiosqlite:///{tmp_path}/wfe.db"
 
 
 async def _open_sqlite(url: str) -> Backend:
@@ -74,8 +81,8 @@ async def _open_sqlite(url: str) -> Backend:
 
 
 BACKENDS: dict[str, BackendKind] = {
-    "memory": BackendKind(make_url=_memory_url, open=_open_memory),
-    "sqlite": BackendKind(make_url=_sqlite_url, open=_open_sqlite),
+    "memory": BackendKind(database=_memory_database, open=_open_memory),
+    "sqlite": BackendKind(database=_sqlite_database, open=_open_sqlite),
 }
 """Every backend the suite knows, by the name ``--wfe-db`` selects it with."""
 
@@ -124,9 +131,10 @@ async def _open_migrated(name: str, url: str) -> Backend:
 
 
 @pytest.fixture
-async def backend_url(backend_name: str, tmp_path: Path) -> str:
+async def backend_url(backend_name: str, tmp_path: Path) -> AsyncIterator[str]:
     """An empty database of the backend under test: a URL, or ``"memory"``."""
-    return await BACKENDS[backend_name].make_url(tmp_path)
+    async with BACKENDS[backend_name].database(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

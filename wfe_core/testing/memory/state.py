@@ -56,8 +56,8 @@ def copy_json(model: _M) -> _M:
 
 
 def seconds_to_ms(seconds: float) -> int:
-    """A duration in seconds as whole milliseconds."""
-    return round(seconds * 1000)
+    """A duration in seconds as whole milliseconds, truncated like the SQL stores do."""
+    return max(int(seconds * 1000), 0)
 
 
 @dataclass
