@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from wfe_core.errors import (
     DefinitionNotFound,
     InvalidStateTransition,
@@ -14,6 +16,7 @@ from wfe_core.models import (
     DefinitionRecord,
     Event,
     EventSubscription,
+    ExecutionError,
     ExecutionPointer,
     NewWorkflow,
     StepCommit,
@@ -28,6 +31,16 @@ from wfe_core.testing.memory import events
 from wfe_core.testing.memory.state import MemoryState, copy_json, copy_record
 
 _COMMITTABLE = frozenset({WorkflowStatus.RUNNABLE, WorkflowStatus.SUSPENDED})
+
+
+@dataclass
+class _Writes:
+    """The checked, copied rows of one commit, ready to store."""
+
+    pointers: list[ExecutionPointer]  # new ones first, then updates (creation order kept)
+    subscriptions: dict[str, EventSubscription]  # the workflow's complete new set
+    deliveries: list[tuple[str, str]]
+    errors: list[ExecutionError]
 
 
 class MemoryPersistence(PersistenceProvider):
@@ -164,39 +177,19 @@ class MemoryPersistence(PersistenceProvider):
                 pointer or subscription id, or an update of an unknown pointer.
             InvalidData: the data or a pointer is not JSON.
         """
-        s = self.state
-        wid = commit.workflow_id
-        record = s.workflows.get(wid)
+        record = self.state.workflows.get(commit.workflow_id)
         if (
             record is None
             or (record.lease_owner, record.lease_token) != (commit.owner, commit.token)
             or record.status not in _COMMITTABLE
         ):
-            raise LeaseLost(wid, commit.token)
-        if commit.data is not None:
-            events.parse_json(commit.data, f"data of workflow {wid}")
-        new_pointers = [copy_json(p) for p in commit.new_pointers]
-        updated_pointers = [copy_json(p) for p in commit.updated_pointers]
-        pointers = s.pointers[wid]
-        _check_unique([p.id for p in new_pointers], set(pointers), f"pointer of workflow {wid}")
-        known = set(pointers) | {p.id for p in new_pointers}
-        unknown = [p.id for p in updated_pointers if p.id not in known]
-        if unknown:
-            raise ProviderError(f"cannot update unknown pointers {unknown} of workflow {wid}")
-        subscriptions = self._next_subscriptions(commit)
-        deliveries = [(wid, event_id) for event_id in commit.delivered_events]
-        duplicate = [d[1] for d in deliveries if d in s.deliveries]
-        if duplicate or len(set(deliveries)) != len(deliveries):
-            raise ProviderError(
-                f"event {duplicate or commit.delivered_events} already delivered to workflow {wid}"
-            )
-        errors = [copy_record(e) for e in commit.errors]
-
-        for pointer in [*new_pointers, *updated_pointers]:
-            pointers[pointer.id] = pointer
-        s.subscriptions[wid] = subscriptions
-        s.deliveries.update(deliveries)
-        s.errors[wid].extend(errors)
+            raise LeaseLost(commit.workflow_id, commit.token)
+        writes = self._check(commit)
+        s = self.state
+        s.pointers[record.id].update({p.id: p for p in writes.pointers})
+        s.subscriptions[record.id] = writes.subscriptions
+        s.deliveries.update(writes.deliveries)
+        s.errors[record.id].extend(writes.errors)
         self._write_record(record, commit)
         self._keep_events_due(record)
         return record.status
@@ -280,6 +273,32 @@ class MemoryPersistence(PersistenceProvider):
         if record is None:
             raise NotFound(workflow_id)
         return record
+
+    def _check(self, commit: StepCommit) -> _Writes:
+        """Validate and copy everything a commit writes besides the workflow row."""
+        s, wid = self.state, commit.workflow_id
+        if commit.data is not None:
+            events.parse_json(commit.data, f"data of workflow {wid}")
+        new_pointers = [copy_json(p) for p in commit.new_pointers]
+        updated_pointers = [copy_json(p) for p in commit.updated_pointers]
+        stored = s.pointers[wid]
+        _check_unique([p.id for p in new_pointers], set(stored), f"pointer of workflow {wid}")
+        known = set(stored) | {p.id for p in new_pointers}
+        unknown = [p.id for p in updated_pointers if p.id not in known]
+        if unknown:
+            raise ProviderError(f"cannot update unknown pointers {unknown} of workflow {wid}")
+        deliveries = [(wid, event_id) for event_id in commit.delivered_events]
+        duplicate = [d[1] for d in deliveries if d in s.deliveries]
+        if duplicate or len(set(deliveries)) != len(deliveries):
+            raise ProviderError(
+                f"event {duplicate or commit.delivered_events} already delivered to workflow {wid}"
+            )
+        return _Writes(
+            pointers=[*new_pointers, *updated_pointers],
+            subscriptions=self._next_subscriptions(commit),
+            deliveries=deliveries,
+            errors=[copy_record(e) for e in commit.errors],
+        )
 
     def _next_subscriptions(self, commit: StepCommit) -> dict[str, EventSubscription]:
         wid = commit.workflow_id
