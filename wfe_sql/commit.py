@@ -24,6 +24,7 @@ from wfe_core.models import (
 )
 from wfe_sql import rows
 from wfe_sql.dialect import SqlDialect
+from wfe_sql.events import keep_due_for_events
 from wfe_sql.schema import deliveries, errors, subscriptions, workflows
 from wfe_sql.workflows import (
     insert_pointers,
@@ -187,17 +188,26 @@ async def write_errors(conn: AsyncConnection, commit: StepCommit) -> None:
         )
 
 
+@dataclass(frozen=True)
+class CommitResult:
+    """What a step commit left: the status, the database time, whether it is due."""
+
+    status: WorkflowStatus
+    db_now: int
+    due: bool
+
+
 async def apply_commit(
     conn: AsyncConnection, dialect: SqlDialect, prepared: PreparedCommit
-) -> tuple[WorkflowStatus, int]:
-    """Every write of one step transition, workflow row first (fencing).
-
-    Returns the status after the commit and the database time.
-    """
+) -> CommitResult:
+    """Every write of one step transition, workflow row first (fencing)."""
     commit = prepared.commit
     status, db_now = await update_workflow(conn, dialect, commit)
     await write_pointers(conn, prepared)
     await write_subscriptions(conn, commit)
     await write_deliveries(conn, dialect, commit)
     await write_errors(conn, commit)
-    return status, db_now
+    due = commit.next_execution is not None
+    if status is WorkflowStatus.RUNNABLE:
+        due = await keep_due_for_events(conn, dialect, commit.workflow_id) or due
+    return CommitResult(status=status, db_now=db_now, due=due)

@@ -1,11 +1,12 @@
 """The engine and its transaction scopes, and the one seam where driver errors become
 :class:`wfe_core.errors.ProviderError`.
 
-Transactions are short and contain only SQL: a write scope takes the process's write
-guard, starts a write transaction (``BEGIN IMMEDIATE`` on SQLite) and commits; any
-exit other than success rolls back. The rollback and the return of the connection to
-the pool are shielded from cancellation, so a cancelled task can never leave a pooled
-connection inside a transaction.
+Transactions are short and contain only SQL: a write takes the process's write guard,
+starts a write transaction (``BEGIN IMMEDIATE`` on SQLite) and commits; any exit other
+than success rolls back. Each transaction runs in a task of its own that a cancellation
+of the caller does not interrupt (it is delivered when the transaction has ended), so a
+cancelled task never leaves a pooled connection inside a transaction nor a statement
+half-run.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from sqlalchemy import exc as sa_exc
@@ -29,6 +30,9 @@ from wfe_sql.dialect import Listener, SqlDialect
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+Work = Callable[[AsyncConnection], Awaitable[T]]
+"""The SQL of one transaction: an async function of the connection."""
 
 CLOCK_MARGIN_MS = 2
 """Added to a database time read back, to cover whole-millisecond truncation on both
@@ -70,29 +74,38 @@ class Database:
         self._listening = False
         self._closed = False
 
-    @asynccontextmanager
-    async def read(self, what: str) -> AsyncIterator[AsyncConnection]:
-        """A read-only transaction (one consistent snapshot) for the operation ``what``."""
-        with translate_errors(self.dialect, what):
-            conn = await self.engine.connect()
-            try:
-                await self.dialect.begin(conn, write=False)
-                yield conn
-            finally:
-                await uncancellable(_finish(conn))
+    async def read(self, what: str, work: Work[T]) -> T:
+        """Run ``work`` in a read-only transaction (one consistent snapshot).
 
-    @asynccontextmanager
-    async def write(self, what: str) -> AsyncIterator[AsyncConnection]:
-        """A write transaction for ``what``: committed on success, else rolled back."""
+        ``what`` names the operation in error messages ("read workflow X").
+        """
+        with translate_errors(self.dialect, what):
+            return await uncancellable(self._transaction(work, write=False))
+
+    async def write(self, what: str, work: Work[T]) -> T:
+        """Run ``work`` in a write transaction: committed if it returns, else rolled back.
+
+        Waiting for this process's write guard can be cancelled; once the transaction
+        has started it runs to its end (it holds only SQL, so it is short) and a
+        cancellation is delivered after it.
+        """
         with translate_errors(self.dialect, what):
             async with self.dialect.write_guard():
-                conn = await self.engine.connect()
-                try:
-                    await self.dialect.begin(conn, write=True)
-                    yield conn
-                    await conn.commit()
-                finally:
-                    await uncancellable(_finish(conn))
+                return await uncancellable(self._transaction(work, write=True))
+
+    async def _transaction(self, work: Work[T], *, write: bool) -> T:
+        # Runs in a task of its own (see uncancellable): a statement is never
+        # interrupted half-way, which would make SQLAlchemy invalidate the connection
+        # and could leave SQLite holding the write lock for an unfinalized statement.
+        conn = await self.engine.connect()
+        try:
+            await self.dialect.begin(conn, write=write)
+            result = await work(conn)
+            if write:
+                await conn.commit()
+            return result
+        finally:
+            await _finish(conn)
 
     def observe_time(self, db_now_ms: int, started_ns: int) -> None:
         """Sync :attr:`clock` with a database time read by a statement sent at ``started_ns``
@@ -106,9 +119,12 @@ class Database:
 
     async def sync_clock(self) -> None:
         """Read the database clock and sync :attr:`clock` with it."""
-        async with self.read("read the database clock") as conn:
-            started = time.monotonic_ns()
-            now = int((await conn.execute(select(self.dialect.now_ms()))).scalar_one())
+        started = time.monotonic_ns()
+
+        async def read_now(conn: AsyncConnection) -> int:
+            return int((await conn.execute(select(self.dialect.now_ms()))).scalar_one())
+
+        now = await self.read("read the database clock", read_now)
         self.observe_time(now, started)
 
     async def ensure_listener(self) -> None:
@@ -145,23 +161,20 @@ async def _finish(conn: AsyncConnection) -> None:
 
 
 async def uncancellable(awaitable: Awaitable[T]) -> T:
-    """Run ``awaitable`` to completion even if the caller is cancelled meanwhile.
-
-    A cancellation that arrives is delivered (re-raised) once the work is done.
-    """
+    """Run ``awaitable`` (in a task of its own) to completion even if the caller is
+    cancelled meanwhile; such a cancellation is delivered once the work has ended."""
     task = asyncio.ensure_future(awaitable)
     cancelled = False
-    while True:
+    while not task.done():
         try:
-            result = await asyncio.shield(task)
+            await asyncio.wait((task,))
         except asyncio.CancelledError:
-            if task.done():
-                raise
             cancelled = True
-            continue
-        if cancelled:
-            raise asyncio.CancelledError
-        return result
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller asked for cancellation instead
+        raise asyncio.CancelledError
+    return task.result()
 
 
 @contextmanager

@@ -41,6 +41,46 @@ async def wake_subscribers(conn: AsyncConnection, event: Event) -> int:
     return (await conn.execute(stmt)).rowcount
 
 
+async def keep_due_for_events(conn: AsyncConnection, dialect: SqlDialect, workflow_id: str) -> bool:
+    """Make a RUNNABLE, idle workflow due now if one of its subscriptions matches an event
+    not yet delivered to it; returns whether it did.
+
+    Run by every commit: an event published after the executor last looked, or before
+    the commit that adds its subscription, found no subscriber to wake, and a commit
+    that leaves the workflow idle must not bury it.
+    """
+    now = dialect.now_ms()
+    pending = (
+        sa.select(sa.literal(1))
+        .select_from(subscriptions)
+        .join(
+            events,
+            sa.and_(
+                events.c.name == subscriptions.c.event_name,
+                events.c.key == subscriptions.c.event_key,
+                events.c.event_time >= subscriptions.c.as_of,
+            ),
+        )
+        .where(
+            subscriptions.c.workflow_id == workflow_id,
+            ~sa.exists().where(
+                deliveries.c.workflow_id == workflow_id, deliveries.c.event_id == events.c.id
+            ),
+        )
+    )
+    stmt = (
+        sa.update(workflows)
+        .where(
+            workflows.c.id == workflow_id,
+            workflows.c.status == RUNNABLE_SQL,
+            sa.or_(workflows.c.next_execution.is_(None), workflows.c.next_execution > now),
+            sa.exists(pending),
+        )
+        .values(next_execution=0)
+    )
+    return (await conn.execute(stmt)).rowcount > 0
+
+
 async def earliest_undelivered(
     conn: AsyncConnection, workflow_id: str, sub: EventSubscription
 ) -> Event | None:

@@ -76,18 +76,21 @@ class SqlLock(LockProvider):
     async def acquire(self, name: str, owner: str, ttl_seconds: float) -> Lease | None:
         """Take the lock if it is free or expired (or already ``owner``'s, which gets a new
         token); ``None`` if someone else holds it."""
-        async with self._db.write(f"acquire lock {name!r}") as conn:
-            return await take_lock(conn, self._db.dialect, name, owner, _ms(ttl_seconds))
+        return await self._db.write(
+            f"acquire lock {name!r}",
+            lambda conn: take_lock(conn, self._db.dialect, name, owner, _ms(ttl_seconds)),
+        )
 
     async def renew(self, lease: Lease, ttl_seconds: float) -> Lease:
         """Extend a held lease; raise ``LeaseLost`` if it is no longer ours."""
-        async with self._db.write(f"renew lock {lease.name!r}") as conn:
-            renewed = await extend_lock(conn, self._db.dialect, lease, _ms(ttl_seconds))
+        renewed = await self._db.write(
+            f"renew lock {lease.name!r}",
+            lambda conn: extend_lock(conn, self._db.dialect, lease, _ms(ttl_seconds)),
+        )
         if renewed is None:
             raise LeaseLost(lease.name, lease.token)
         return renewed
 
     async def release(self, lease: Lease) -> None:
         """Free the lock if we still hold it (checked by token); otherwise do nothing."""
-        async with self._db.write(f"release lock {lease.name!r}") as conn:
-            await free_lock(conn, lease)
+        await self._db.write(f"release lock {lease.name!r}", lambda conn: free_lock(conn, lease))

@@ -14,6 +14,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 import migrations
 from wfe_sql.database import Database
@@ -36,9 +37,11 @@ async def _run(db: Database, what: str, action: Callable[[Config], None]) -> Non
     def run(connection: Connection) -> None:
         action(alembic_config(connection, render_as_batch=batch))
 
-    async with db.write(what) as conn:
+    async def work(conn: AsyncConnection) -> None:
         await db.dialect.prepare_migration(conn)
         await conn.run_sync(run)
+
+    await db.write(what, work)
 
 
 async def upgrade(db: Database, revision: str = "head") -> None:
@@ -58,5 +61,4 @@ async def current_revision(db: Database) -> str | None:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         return context.get_current_revision()
 
-    async with db.read("read the schema revision") as conn:
-        return await conn.run_sync(read)
+    return await db.read("read the schema revision", lambda conn: conn.run_sync(read))

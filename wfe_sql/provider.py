@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from wfe_core.errors import DefinitionNotFound, NotFound, ProviderError
 from wfe_core.models import (
     FINISHED_STATUSES,
@@ -60,7 +62,8 @@ class SqlPersistence(PersistenceProvider):
         """Insert a workflow and its first pointers, or return the one with its key."""
         rows.check_json(new.data, f"data of workflow {new.id}")
         pointers = [rows.pointer_values(new.id, pointer) for pointer in new.pointers]
-        async with self._db.write(f"create workflow {new.id}") as conn:
+
+        async def work(conn: AsyncConnection) -> tuple[WorkflowRecord, bool]:
             started = time.monotonic_ns()
             record = await workflows.insert_workflow(conn, self._dialect, new)
             if record is None:
@@ -68,52 +71,65 @@ class SqlPersistence(PersistenceProvider):
                 if existing is None:
                     raise ProviderError(f"workflow id {new.id!r} is already taken")
                 return existing, False
+            self._db.observe_time(record.create_time, started)
             await workflows.insert_pointers(conn, pointers, 0)
             if new.next_execution is not None:
                 await self._dialect.notify_work(conn)
-        self._db.observe_time(record.create_time, started)
-        if new.next_execution is not None:
+            return record, True
+
+        record, created = await self._db.write(f"create workflow {new.id}", work)
+        if created and new.next_execution is not None:
             self._db.signal.set()
-        return record, True
+        return record, created
 
     async def get_workflow(self, workflow_id: str) -> WorkflowRecord:
         """Return the record; raise ``NotFound`` for an unknown or malformed id."""
-        async with self._db.read(f"read workflow {workflow_id}") as conn:
-            record = await workflows.select_workflow(conn, workflow_id)
+        record = await self._db.read(
+            f"read workflow {workflow_id}",
+            lambda conn: workflows.select_workflow(conn, workflow_id),
+        )
         if record is None:
             raise NotFound(workflow_id)
         return record
 
     async def list_workflows(self, query: WorkflowQuery) -> list[WorkflowRecord]:
         """Records matching the filters, newest first."""
-        async with self._db.read("list workflows") as conn:
-            return await workflows.select_workflows(conn, query)
+        return await self._db.read(
+            "list workflows", lambda conn: workflows.select_workflows(conn, query)
+        )
 
     async def get_pointers(self, workflow_id: str) -> list[ExecutionPointer]:
         """Every pointer of the workflow, oldest first; ``NotFound`` if unknown."""
-        async with self._db.read(f"read pointers of workflow {workflow_id}") as conn:
+
+        async def work(conn: AsyncConnection) -> list[ExecutionPointer]:
             if not await workflows.workflow_exists(conn, workflow_id):
                 raise NotFound(workflow_id)
             return await workflows.select_pointers(conn, workflow_id)
 
+        return await self._db.read(f"read pointers of workflow {workflow_id}", work)
+
     async def load_state(self, claim: Claim) -> WorkflowState:
         """Load a claimed workflow; ``LeaseLost`` if the claim's token is stale."""
-        async with self._db.read(f"load workflow {claim.workflow_id}") as conn:
-            return await commits.load_state(conn, claim)
+        return await self._db.read(
+            f"load workflow {claim.workflow_id}", lambda conn: commits.load_state(conn, claim)
+        )
 
     async def commit(self, commit: StepCommit) -> WorkflowStatus:
         """Apply one step transition atomically, fenced by ``(owner, token)``."""
         prepared = commits.prepare_commit(commit)
-        async with self._db.write(f"commit a step of workflow {commit.workflow_id}") as conn:
+
+        async def work(conn: AsyncConnection) -> commits.CommitResult:
             started = time.monotonic_ns()
-            status, db_now = await commits.apply_commit(conn, self._dialect, prepared)
-            wakes = _makes_work(commit, status)
-            if wakes:
+            result = await commits.apply_commit(conn, self._dialect, prepared)
+            self._db.observe_time(result.db_now, started)
+            if _makes_work(commit, result):
                 await self._dialect.notify_work(conn)
-        self._db.observe_time(db_now, started)
-        if wakes:
+            return result
+
+        result = await self._db.write(f"commit a step of workflow {commit.workflow_id}", work)
+        if _makes_work(commit, result):
             self._db.signal.set()
-        return status
+        return result.status
 
     async def set_status(
         self,
@@ -123,14 +139,18 @@ class SqlPersistence(PersistenceProvider):
         to: WorkflowStatus,
     ) -> WorkflowRecord:
         """Compare-and-set control operation (suspend/resume/terminate)."""
-        async with self._db.write(f"{action} workflow {workflow_id}") as conn:
+
+        async def work(conn: AsyncConnection) -> WorkflowRecord:
             started = time.monotonic_ns()
             record, db_now = await workflows.set_status(
                 conn, self._dialect, workflow_id, action, allowed_from, to
             )
+            self._db.observe_time(db_now, started)
             if to is WorkflowStatus.RUNNABLE:
                 await self._dialect.notify_work(conn)
-        self._db.observe_time(db_now, started)
+            return record
+
+        record = await self._db.write(f"{action} workflow {workflow_id}", work)
         if to is WorkflowStatus.RUNNABLE:
             self._db.signal.set()
         return record
@@ -139,35 +159,41 @@ class SqlPersistence(PersistenceProvider):
         """Delete finished workflows completed before the time, with their rows, and
         the events no unfinished workflow can match any more; in bounded batches."""
         finished = statuses & FINISHED_STATUSES
+        batch = purge.PURGE_BATCH
+
+        async def purge_workflows(conn: AsyncConnection) -> int:
+            ids = await purge.select_purgeable(conn, older_than_ms, finished, batch)
+            return await purge.delete_workflows(conn, ids) if ids else 0
+
+        async def purge_events(conn: AsyncConnection) -> int:
+            return await events.delete_unreachable_events(conn, older_than_ms, batch)
+
         deleted = 0
         while finished:
-            async with self._db.write("purge finished workflows") as conn:
-                ids = await purge.select_purgeable(conn, older_than_ms, finished, purge.PURGE_BATCH)
-                if ids:
-                    deleted += await purge.delete_workflows(conn, ids)
-            if len(ids) < purge.PURGE_BATCH:
+            count = await self._db.write("purge finished workflows", purge_workflows)
+            deleted += count
+            if count < batch:
                 break
-        while True:
-            async with self._db.write("purge old events") as conn:
-                count = await events.delete_unreachable_events(
-                    conn, older_than_ms, purge.PURGE_BATCH
-                )
-            if count < purge.PURGE_BATCH:
-                break
+        while await self._db.write("purge old events", purge_events) >= batch:
+            pass
         return deleted
 
     async def publish_event(self, name: str, key: str, data_json: str) -> Event:
         """Store an event and make every subscribed workflow due now, atomically."""
         rows.check_json(data_json, f"data of event {name!r}/{key!r}")
-        async with self._db.write(f"publish event {name!r}/{key!r}") as conn:
+
+        async def work(conn: AsyncConnection) -> tuple[Event, int]:
             started = time.monotonic_ns()
             event = await events.insert_event(
                 conn, self._dialect, uuid.uuid4().hex, name, key, data_json
             )
+            self._db.observe_time(event.event_time, started)
             woken = await events.wake_subscribers(conn, event)
             if woken:
                 await self._dialect.notify_work(conn)
-        self._db.observe_time(event.event_time, started)
+            return event, woken
+
+        event, woken = await self._db.write(f"publish event {name!r}/{key!r}", work)
         if woken:
             self._db.signal.set()
         return event
@@ -176,35 +202,40 @@ class SqlPersistence(PersistenceProvider):
         self, workflow_id: str, subscriptions: list[EventSubscription]
     ) -> dict[str, Event]:
         """For each subscription, the earliest matching event not yet delivered."""
-        found: dict[str, Event] = {}
-        if not subscriptions:
-            return found
-        async with self._db.read(f"find events for workflow {workflow_id}") as conn:
+
+        async def work(conn: AsyncConnection) -> dict[str, Event]:
+            found: dict[str, Event] = {}
             for sub in subscriptions:
                 event = await events.earliest_undelivered(conn, workflow_id, sub)
                 if event is not None:
                     found[sub.id] = event
-        return found
+            return found
+
+        if not subscriptions:
+            return {}
+        return await self._db.read(f"find events for workflow {workflow_id}", work)
 
     async def save_definition(self, record: DefinitionRecord) -> None:
         """Record (insert or update) a definition a host registered."""
-        async with self._db.write(f"save definition {record.definition_id!r}") as conn:
-            await definitions.upsert_definition(conn, self._dialect, record)
+        await self._db.write(
+            f"save definition {record.definition_id!r}",
+            lambda conn: definitions.upsert_definition(conn, self._dialect, record),
+        )
 
     async def get_definition(self, definition_id: str, version: int | None) -> DefinitionRecord:
         """The recorded definition (latest version when ``version`` is None)."""
-        async with self._db.read(f"read definition {definition_id!r}") as conn:
-            record = await definitions.select_definition(conn, definition_id, version)
+        record = await self._db.read(
+            f"read definition {definition_id!r}",
+            lambda conn: definitions.select_definition(conn, definition_id, version),
+        )
         if record is None:
             raise DefinitionNotFound(definition_id, version)
         return record
 
 
-def _makes_work(commit: StepCommit, status: WorkflowStatus) -> bool:
-    """Whether a commit left the workflow claimable by others (released and due)."""
-    return (
-        commit.release and status is WorkflowStatus.RUNNABLE and commit.next_execution is not None
-    )
+def _makes_work(commit: StepCommit, result: commits.CommitResult) -> bool:
+    """Whether a commit left the workflow for any host to claim (released, runnable, due)."""
+    return commit.release and result.status is WorkflowStatus.RUNNABLE and result.due
 
 
 def open_sql_backend(dialect: SqlDialect) -> Backend:

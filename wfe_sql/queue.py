@@ -151,42 +151,50 @@ class SqlQueue(QueueProvider):
         if limit <= 0 or not eligible:
             return []
         await self._db.ensure_listener()
-        async with self._db.write("claim workflows") as conn:
+        dialect, lease_ms = self._db.dialect, _ms(lease_seconds)
+
+        async def work(conn: AsyncConnection) -> list[Claim]:
             started = time.monotonic_ns()
-            claims = await claim_due(
-                conn, self._db.dialect, owner, limit, _ms(lease_seconds), eligible
-            )
-        if claims:
-            self._db.observe_time(claims[0].db_now, started)
-        return claims
+            claims = await claim_due(conn, dialect, owner, limit, lease_ms, eligible)
+            if claims:
+                self._db.observe_time(claims[0].db_now, started)
+            return claims
+
+        return await self._db.write("claim workflows", work)
 
     async def renew(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim]:
         """Extend the leases still held; a claim missing from the result was lost."""
-        if not claims:
-            return []
-        async with self._db.write("renew leases") as conn:
+        dialect, lease_ms = self._db.dialect, _ms(lease_seconds)
+
+        async def work(conn: AsyncConnection) -> list[Claim]:
             started = time.monotonic_ns()
             renewed = [
                 fresh
                 for claim in claims
-                if (fresh := await renew_lease(conn, self._db.dialect, claim, _ms(lease_seconds)))
+                if (fresh := await renew_lease(conn, dialect, claim, lease_ms)) is not None
             ]
-        if renewed:
-            self._db.observe_time(renewed[0].db_now, started)
-        return renewed
+            if renewed:
+                self._db.observe_time(renewed[0].db_now, started)
+            return renewed
+
+        return await self._db.write("renew leases", work) if claims else []
 
     async def release(self, claim: Claim) -> None:
         """Give the lease up and make the workflow due now; a stale claim is ignored."""
-        async with self._db.write("release a lease") as conn:
+
+        async def work(conn: AsyncConnection) -> bool:
             started = time.monotonic_ns()
             db_now = await release_lease(conn, self._db.dialect, claim)
-            if db_now is not None:
-                await self._db.dialect.notify_work(conn)
-        if db_now is not None:
+            if db_now is None:
+                return False
             self._db.observe_time(db_now, started)
+            await self._db.dialect.notify_work(conn)
+            return True
+
+        if await self._db.write(f"release the lease on workflow {claim.workflow_id}", work):
             self.wake()
 
-    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109 - the port's
+    async def wait_for_work(self, timeout: float) -> None:
         """Return on a wake-up (this process, or a notification) or after ``timeout``."""
         await self._db.ensure_listener()
         await self._db.signal.wait(timeout)

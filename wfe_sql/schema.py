@@ -48,9 +48,12 @@ workflows = sa.Table(
     sa.CheckConstraint(f"status IN ({_STATUS_VALUES})", name="ck_wfe_workflows_status"),
 )
 
-# The claim query's index: only RUNNABLE rows, in due order.
+# The claim query's index: only RUNNABLE rows, in due order. ``status`` leads although
+# it is constant in the index, so that SQLite's planner sees an equality match here and
+# does not prefer ix_wfe_workflows_status_created plus a sort.
 sa.Index(
     "ix_wfe_workflows_due",
+    workflows.c.status,
     workflows.c.next_execution,
     sqlite_where=workflows.c.status == RUNNABLE_SQL,
     postgresql_where=workflows.c.status == RUNNABLE_SQL,

@@ -41,5 +41,6 @@ class SqlSearchIndex(SearchIndex):
         """Ids of workflows whose reference, definition or data contain ``text``."""
         if limit <= 0:
             return []
-        async with self._db.read("search workflows") as conn:
-            return await search_workflows(conn, text, limit)
+        return await self._db.read(
+            "search workflows", lambda conn: search_workflows(conn, text, limit)
+        )

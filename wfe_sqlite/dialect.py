@@ -50,7 +50,8 @@ from wfe_sql.dialect import Listener
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
-"""How long a connection waits for another process's write lock before SQLITE_BUSY."""
+"""How long a connection waits for another process's write lock before SQLITE_BUSY
+(by default; tests shorten it)."""
 
 SYNCHRONOUS_LEVELS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 
@@ -105,8 +106,16 @@ class SqliteDialect:
     supports_notify = False
     migration_batch_mode = True
 
-    def __init__(self, url: str | URL, *, pool_size: int = 5, max_overflow: int = 10) -> None:
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    ) -> None:
         self.url, self.synchronous = normalize_url(url)
+        self.busy_timeout_ms = int(busy_timeout_ms)
         self._pool_size = pool_size
         self._max_overflow = max_overflow
         self._write_lock = asyncio.Lock()
@@ -126,7 +135,7 @@ class SqliteDialect:
         cursor = dbapi_connection.cursor()
         try:
             # busy_timeout first, so that switching a new file to WAL waits its turn.
-            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
             cursor.execute("PRAGMA journal_mode = WAL")
             row = cursor.fetchone()
             mode = str(row[0]).lower() if row else "unknown"

@@ -46,7 +46,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_wfe_workflows_due",
         "wfe_workflows",
-        ["next_execution"],
+        ["status", "next_execution"],
         sqlite_where=_RUNNABLE,
         postgresql_where=_RUNNABLE,
     )

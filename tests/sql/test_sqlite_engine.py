@@ -1,0 +1,143 @@
+"""SQLite engine set-up: pragmas, our own BEGINs, error translation, URLs, imports."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wfe_core.errors import ProviderError
+from wfe_core.ports.backend import Backend
+from wfe_sql.database import Database
+from wfe_sql.provider import open_sql_backend
+from wfe_sqlite import open_backend
+from wfe_sqlite.dialect import BUSY_TIMEOUT_MS, SqliteDialect, normalize_url, sqlite_error_code
+
+from .conftest import database_of
+from .support import ELIGIBLE, new_workflow
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+async def pragma(db: Database, name: str) -> Any:
+    async def read(conn: AsyncConnection) -> Any:
+        return (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar_one()
+
+    return await db.read(f"read {name}", read)
+
+
+async def test_connections_use_wal_busy_timeout_and_synchronous_normal(
+    sqlite_backend: Backend, db_path: Path
+) -> None:
+    db = database_of(sqlite_backend)
+    assert await pragma(db, "journal_mode") == "wal"
+    assert await pragma(db, "busy_timeout") == BUSY_TIMEOUT_MS
+    assert await pragma(db, "synchronous") == 1  # NORMAL
+    assert await pragma(db, "integrity_check") == "ok"
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    conn.close()
+
+
+async def test_synchronous_full_can_be_asked_for_in_the_url(db_path: Path) -> None:
+    backend = open_backend(f"sqlite:///{db_path}?synchronous=full")
+    try:
+        assert await pragma(database_of(backend), "synchronous") == 2  # FULL
+    finally:
+        await backend.close()
+
+
+async def test_writes_begin_immediate_and_reads_begin_deferred(sqlite_backend: Backend) -> None:
+    db = database_of(sqlite_backend)
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("BEGIN"):
+            seen.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        await sqlite_backend.persistence.create_workflow(new_workflow())
+        await sqlite_backend.queue.claim("host", 1, 30, ELIGIBLE)
+        await db.read("read", lambda conn: conn.execute(sa.select(sa.literal(1))))
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+    assert seen == ["BEGIN IMMEDIATE", "BEGIN IMMEDIATE", "BEGIN"]
+
+
+async def test_a_constraint_violation_is_a_permanent_provider_error(
+    sqlite_backend: Backend,
+) -> None:
+    new = new_workflow()
+    await sqlite_backend.persistence.create_workflow(new)
+    with pytest.raises(ProviderError) as caught:
+        await sqlite_backend.persistence.create_workflow(new)
+    assert caught.value.transient is False
+    assert isinstance(caught.value.__cause__, IntegrityError)
+    assert sqlite_error_code(caught.value.__cause__) == sqlite3.SQLITE_CONSTRAINT
+
+
+async def test_a_held_write_lock_is_waited_for_then_reported_as_transient(
+    db_url: str, db_path: Path
+) -> None:
+    backend = open_sql_backend(SqliteDialect(db_url, busy_timeout_ms=50))
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        await backend.persistence.migrate()
+        blocker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(ProviderError) as caught:
+            await backend.persistence.create_workflow(new_workflow())
+        assert caught.value.transient is True
+        assert sqlite_error_code(caught.value.__cause__) == sqlite3.SQLITE_BUSY
+
+        # Released while the retry waits: the write goes through.
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.1, blocker.execute, "COMMIT")
+        _, created = await backend.persistence.create_workflow(new_workflow())
+        assert created
+    finally:
+        if blocker.in_transaction:
+            blocker.execute("ROLLBACK")
+        blocker.close()
+        await backend.close()
+
+
+def test_urls_get_the_aiosqlite_driver_and_memory_is_refused(tmp_path: Path) -> None:
+    url, synchronous = normalize_url(f"sqlite:///{tmp_path}/a.db")
+    assert (url.drivername, url.database, synchronous) == (
+        "sqlite+aiosqlite",
+        f"{tmp_path}/a.db",
+        "NORMAL",
+    )
+    assert normalize_url(f"sqlite+aiosqlite:///{tmp_path}/a.db")[0] == url
+    for bad in (
+        "sqlite://",
+        "sqlite:///:memory:",
+        "postgresql://x/y",
+        "sqlite:///a.db?synchronous=x",
+    ):
+        with pytest.raises(ValueError):
+            open_backend(bad)
+
+
+def test_importing_wfe_sqlite_is_cheap_and_opening_it_needs_no_asyncpg(tmp_path: Path) -> None:
+    code = (
+        "import sys, wfe_sqlite\n"
+        "heavy = ('sqlalchemy', 'aiosqlite', 'alembic', 'asyncpg')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+        f"wfe_sqlite.open_backend('sqlite:///{tmp_path}/x.db')\n"
+        "print('asyncpg' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split("\n")[:2] == ["[]", "False"]
