@@ -44,6 +44,7 @@ class WorkSignal:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def set(self) -> None:
         """Wake every waiter of this process."""
@@ -56,6 +57,14 @@ class WorkSignal:
         caller then polls is kept for its next wait instead of being lost; a cancelled
         waiter leaves it set, so that it cannot eat a wake-up meant for another.
         """
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # An asyncio.Event binds to the loop of its first waiter; moved to another
+            # loop (a client used from two asyncio.run calls), keep a pending wake-up.
+            pending = self._event.is_set()
+            self._event, self._loop = asyncio.Event(), loop
+            if pending:
+                self._event.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(seconds, 0.0)):
                 await self._event.wait()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,6 +25,25 @@ def _ms(seconds: float) -> int:
     return max(int(seconds * 1000), 0)
 
 
+def due_candidates(
+    dialect: SqlDialect, limit: int, eligible: Sequence[tuple[str, int]]
+) -> sa.Select[Any]:
+    """Ids of up to ``limit`` due, unleased workflows of the eligible pairs, earliest
+    due first; uses ix_wfe_workflows_due (an expired lease counts as free)."""
+    now = dialect.now_ms()
+    return dialect.lock_candidates(
+        sa.select(workflows.c.id)
+        .where(
+            workflows.c.status == RUNNABLE_SQL,
+            workflows.c.next_execution <= now,
+            sa.or_(workflows.c.lease_expires_at.is_(None), workflows.c.lease_expires_at <= now),
+            sa.tuple_(workflows.c.definition_id, workflows.c.version).in_(list(eligible)),
+        )
+        .order_by(workflows.c.next_execution)
+        .limit(limit)
+    )
+
+
 def claim_statement(
     dialect: SqlDialect,
     owner: str,
@@ -37,20 +57,10 @@ def claim_statement(
     (its holder died) also counts a recovery.
     """
     now = dialect.now_ms()
-    candidates = dialect.lock_candidates(
-        sa.select(workflows.c.id)
-        .where(
-            workflows.c.status == RUNNABLE_SQL,
-            workflows.c.next_execution <= now,
-            sa.or_(workflows.c.lease_expires_at.is_(None), workflows.c.lease_expires_at <= now),
-            sa.tuple_(workflows.c.definition_id, workflows.c.version).in_(list(eligible)),
-        )
-        .order_by(workflows.c.next_execution)
-        .limit(limit)
-    )
+    candidates = due_candidates(dialect, limit, eligible).scalar_subquery()
     return (
         sa.update(workflows)
-        .where(workflows.c.id.in_(candidates.scalar_subquery()))
+        .where(workflows.c.id.in_(candidates))
         .values(
             lease_owner=owner,
             lease_token=workflows.c.lease_token + 1,

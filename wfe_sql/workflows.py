@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -158,8 +158,13 @@ async def set_status(
         .returning(*rows.WORKFLOW_COLUMNS, now.label("db_now"))
     )
     row = (await conn.execute(stmt)).mappings().first()
-    if row is not None:
-        return rows.workflow_record(row), int(row["db_now"])
+    if row is None:
+        await _refuse(conn, workflow_id, action)
+    return rows.workflow_record(row), int(row["db_now"])
+
+
+async def _refuse(conn: AsyncConnection, workflow_id: str, action: str) -> NoReturn:
+    """Explain why a status change matched no row: unknown id, or a forbidding status."""
     current = await select_workflow(conn, workflow_id)
     if current is None:
         raise NotFound(workflow_id)

@@ -8,8 +8,9 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from wfe_core.errors import LeaseLost, ProviderError
 from wfe_core.models import Claim, StepCommit, WorkflowQuery
@@ -132,7 +133,7 @@ async def test_random_cancellations_leave_the_engine_healthy(sqlite_backend: Bac
     async def read() -> None:
         await store.list_workflows(WorkflowQuery(limit=20))
 
-    operations: list[Callable[[], Awaitable[None]]] = [create, claim, commit, read]
+    operations: list[Callable[[], Coroutine[Any, Any, None]]] = [create, claim, commit, read]
     for _ in range(100):
         tasks = [asyncio.create_task(rng.choice(operations)()) for _ in range(3)]
         await asyncio.sleep(rng.uniform(0, 0.004))

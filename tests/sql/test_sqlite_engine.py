@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe_core.errors import ProviderError
@@ -82,8 +82,9 @@ async def test_a_constraint_violation_is_a_permanent_provider_error(
     with pytest.raises(ProviderError) as caught:
         await sqlite_backend.persistence.create_workflow(new)
     assert caught.value.transient is False
-    assert isinstance(caught.value.__cause__, IntegrityError)
-    assert sqlite_error_code(caught.value.__cause__) == sqlite3.SQLITE_CONSTRAINT
+    cause = caught.value.__cause__
+    assert isinstance(cause, IntegrityError)
+    assert sqlite_error_code(cause) == sqlite3.SQLITE_CONSTRAINT
 
 
 async def test_a_held_write_lock_is_waited_for_then_reported_as_transient(
@@ -97,6 +98,7 @@ async def test_a_held_write_lock_is_waited_for_then_reported_as_transient(
         with pytest.raises(ProviderError) as caught:
             await backend.persistence.create_workflow(new_workflow())
         assert caught.value.transient is True
+        assert isinstance(caught.value.__cause__, OperationalError)
         assert sqlite_error_code(caught.value.__cause__) == sqlite3.SQLITE_BUSY
 
         # Released while the retry waits: the write goes through.
