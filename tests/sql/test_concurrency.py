@@ -40,7 +40,9 @@ async def claim_until_empty(backend: Backend, owner: str) -> list[str]:
     claimed: list[str] = []
     while claims := await backend.queue.claim(owner, 3, 30.0, ELIGIBLE):
         claimed += [claim.workflow_id for claim in claims]
-        await asyncio.sleep(0)
+        # Yield for real so the other engine gets turns: the spread check below is
+        # about both engines working, not about who wins a race to an empty queue.
+        await asyncio.sleep(0.005)
     return claimed
 
 
