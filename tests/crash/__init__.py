@@ -1,0 +1,1 @@
+"""Crash tests: real host processes, killed and paused with real signals."""
