@@ -91,7 +91,7 @@ class Database:
         with translate_errors(self.dialect, what):
             return await uncancellable(self._transaction(work, write=False))
 
-    async def write(self, what: str, work: Work[T]) -> T:
+    async def write(self, what: str, work: Work[T], *, urgent: bool = False) -> T:
         """Run ``work`` in a write transaction: committed if it returns, else rolled back.
 
         Waiting for this process's write guard can be cancelled; once the transaction
@@ -99,7 +99,7 @@ class Database:
         cancellation is delivered after it.
         """
         with translate_errors(self.dialect, what):
-            async with self.dialect.write_guard():
+            async with self.dialect.write_guard(urgent=urgent):
                 return await uncancellable(self._transaction(work, write=True))
 
     async def _transaction(self, work: Work[T], *, write: bool) -> T:

@@ -61,8 +61,11 @@ class SqlDialect(Protocol):
         """Lock the rows a claim picks so concurrent claimers skip them (SKIP LOCKED)."""
         ...
 
-    def write_guard(self) -> AbstractAsyncContextManager[object]:
-        """Held around every write transaction of this process (one writer on SQLite)."""
+    def write_guard(self, *, urgent: bool = False) -> AbstractAsyncContextManager[object]:
+        """Held around every write transaction of this process (one writer on SQLite).
+
+        ``urgent`` writers (lease renewals and releases) go before waiting ordinary ones.
+        """
         ...
 
     async def begin(self, conn: AsyncConnection, *, write: bool) -> None:

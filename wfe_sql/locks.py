@@ -86,6 +86,7 @@ class SqlLock(LockProvider):
         renewed = await self._db.write(
             f"renew lock {lease.name!r}",
             lambda conn: extend_lock(conn, self._db.dialect, lease, _ms(ttl_seconds)),
+            urgent=True,
         )
         if renewed is None:
             raise LeaseLost(lease.name, lease.token)

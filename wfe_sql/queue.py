@@ -187,7 +187,7 @@ class SqlQueue(QueueProvider):
                 self._db.observe_time(renewed[0].db_now, started)
             return renewed
 
-        return await self._db.write("renew leases", work) if claims else []
+        return await self._db.write("renew leases", work, urgent=True) if claims else []
 
     async def release(self, claim: Claim) -> None:
         """Give the lease up and make the workflow due now; a stale claim is ignored."""
@@ -201,7 +201,8 @@ class SqlQueue(QueueProvider):
             await self._db.dialect.notify_work(conn)
             return True
 
-        if await self._db.write(f"release the lease on workflow {claim.workflow_id}", work):
+        what = f"release the lease on workflow {claim.workflow_id}"
+        if await self._db.write(what, work, urgent=True):
             self.wake()
 
     async def wait_for_work(self, timeout: float) -> None:

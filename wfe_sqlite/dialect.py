@@ -8,9 +8,9 @@ Choices (see RELIABILITY.md §5):
   (SQLAlchemy's documented recipe for pysqlite/aiosqlite). A write transaction thus
   holds the write lock from its first statement: a read-then-write never has to
   upgrade a lock, which SQLite would refuse with an instant SQLITE_BUSY.
-* **One writer per process.** An ``asyncio.Lock`` serialises this process's write
-  transactions; across processes ``busy_timeout`` (30 s) makes ``BEGIN IMMEDIATE``
-  wait for the lock, and a short retry covers the SQLITE_BUSY that SQLite returns
+* **One writer per process.** A :class:`~wfe_sql.writer_gate.WriterGate` serialises
+  this process's write transactions (lease upkeep first); across processes
+  ``busy_timeout`` (30 s) makes ``BEGIN IMMEDIATE`` wait for the lock, and a short retry covers the SQLITE_BUSY that SQLite returns
   without waiting (e.g. during WAL recovery).
 * **WAL, synchronous=NORMAL.** Readers and the writer do not block each other. With
   NORMAL a committed transaction survives a crash or ``kill -9`` of the process but
@@ -22,10 +22,10 @@ Choices (see RELIABILITY.md §5):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,6 +46,7 @@ from tenacity import (
 
 from wfe_core.errors import ProviderError
 from wfe_sql.dialect import Listener
+from wfe_sql.writer_gate import WriterGate
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class SqliteDialect:
         self.busy_timeout_ms = int(busy_timeout_ms)
         self._pool_size = pool_size
         self._max_overflow = max_overflow
-        self._write_lock = asyncio.Lock()
+        self._write_gate = WriterGate()
 
     def create_engine(self) -> AsyncEngine:
         """An aiosqlite engine whose connections get our pragmas and BEGIN handling."""
@@ -175,9 +176,9 @@ class SqliteDialect:
         """Nothing to lock: the write transaction already excludes other claimers."""
         return select
 
-    def write_guard(self) -> asyncio.Lock:
-        """The process's single-writer lock."""
-        return self._write_lock
+    def write_guard(self, *, urgent: bool = False) -> AbstractAsyncContextManager[None]:
+        """The process's single-writer lock; lease upkeep jumps the queue of commits."""
+        return self._write_gate.hold(urgent=urgent)
 
     async def begin(self, conn: AsyncConnection, *, write: bool) -> None:
         """``BEGIN`` for reads; ``BEGIN IMMEDIATE`` for writes, retried on SQLITE_BUSY."""
