@@ -10,8 +10,9 @@ Choices (see RELIABILITY.md §5):
   upgrade a lock, which SQLite would refuse with an instant SQLITE_BUSY.
 * **One writer per process.** A :class:`~wfe_sql.writer_gate.WriterGate` serialises
   this process's write transactions (lease upkeep first); across processes
-  ``busy_timeout`` (30 s) makes ``BEGIN IMMEDIATE`` wait for the lock, and a short retry covers the SQLITE_BUSY that SQLite returns
-  without waiting (e.g. during WAL recovery).
+  ``busy_timeout`` (30 s) makes ``BEGIN IMMEDIATE`` wait for the lock, and a short
+  retry covers the SQLITE_BUSY that SQLite returns without waiting (e.g. during WAL
+  recovery).
 * **WAL, synchronous=NORMAL.** Readers and the writer do not block each other. With
   NORMAL a committed transaction survives a crash or ``kill -9`` of the process but
   may be lost on an OS crash or power loss; add ``?synchronous=FULL`` to the URL to
