@@ -165,3 +165,18 @@ def test_builder_rejects_bad_definitions_with_names():
         from datetime import datetime
 
         WorkflowBuilder("x", data=Order).step("s", add, scheduled_at=datetime(2030, 1, 1))
+
+
+async def test_stored_data_that_no_longer_validates_fails_only_that_workflow(make_host, backend):
+    # A client without the model class cannot validate; the host that runs it can.
+    host = make_host()
+    host.register(flow())  # before start: recorded in the store when the host starts
+    async with host:
+        client = WorkflowClient(backend)
+        bad = await client.start_workflow("orders", {"qty": 0})
+        good = await client.start_workflow("orders", {"qty": 2})
+        failed = await host.wait_for_completion(bad, 30)
+        done = await host.wait_for_completion(good, 30)
+    assert failed.status is WorkflowStatus.FAILED
+    assert "does not match the data model" in failed.error and "qty" in failed.error
+    assert done.status is WorkflowStatus.COMPLETE and done.data.n == 1

@@ -66,6 +66,7 @@ class WorkflowRun:
         self.services = services
         self.unsaved: set[str] = set()  # genesis pointers not yet written
         self.next_wake: int | None = None
+        self.load_failure: str | None = None  # stored data that no longer validates
         self.record: WorkflowRecord | None = None
         self.pointers: dict[str, ExecutionPointer] = {}
         self.subscriptions: dict[str, EventSubscription] = {}
@@ -140,14 +141,13 @@ class WorkflowRun:
                 if isinstance(exc, ValidationError)
                 else str(exc)
             )
-            self._pending_failure = f"stored data does not match the data model: {detail}"
+            self.load_failure = f"stored data does not match the data model: {detail}"
             return False
 
     async def fail_unloadable(self) -> None:
         """Fail a workflow whose stored data no longer validates (model changed)."""
-        message = getattr(self, "_pending_failure", None)
-        if message is not None:
-            await self.commit(Transition(status=WorkflowStatus.FAILED, error=message))
+        if self.load_failure is not None:
+            await self.commit(Transition(status=WorkflowStatus.FAILED, error=self.load_failure))
 
     async def _loop(self) -> None:
         while True:
