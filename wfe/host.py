@@ -126,8 +126,13 @@ class WorkflowHost(WorkflowClient):
     # -- lifecycle ---------------------------------------------------------------------
 
     def register(self, definition: WorkflowDefinition) -> None:
-        """Register a definition; this host then claims its workflows. Works before or
-        after ``start()``. The same id/version with different steps is a ``DefinitionError``."""
+        """Register a definition; this host then claims its workflows.
+
+        Works before or after ``start()``. Before, the definition is recorded in the
+        store when the host starts; after, it is recorded in the background, so a
+        client in another process may see ``DefinitionNotFound`` for a moment. The
+        same id/version with different steps is a ``DefinitionError``.
+        """
         if self._registry.add(definition) and self._state == "running":
             self._pending_saves.append(asyncio.create_task(self._save_definition(definition)))
             self.backend.queue.wake()
