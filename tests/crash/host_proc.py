@@ -12,10 +12,13 @@ It registers two chain workflows whose steps each add 1 to ``data.n``:
 
 Every step body appends a JSON line to the history file when it starts and just before
 it returns (``{"host": pid, "step": name, "event": "start"|"end", "attempt": n,
-"wf": id}``), flushed and fsynced, so the record survives a kill -9 of this process.
+"wf": id}``), and a "committed" line once the step's commit has landed (from the
+``StepCompleted`` lifecycle event), flushed and fsynced, so the record survives a
+kill -9 of this process.
 ``--hold-step N`` makes step sN block forever after its "start" line (to be killed or
 paused there); ``--slow-step N --slow-seconds S`` makes sN sleep S seconds after its
-"start" line and then finish normally. ``--block-step N --release-file PATH`` makes
+"start" line and then finish normally. ``--step-delay S`` makes every multiflow step
+sleep a random 0..S seconds first. ``--block-step N --release-file PATH`` makes
 sN, once this process has no backend call in progress, block the whole event loop
 (lease renewal included, as a long GC pause or a CPU-bound step would) until PATH
 exists, and then finish normally and commit.
@@ -44,6 +47,7 @@ import json
 import logging
 import mmap
 import os
+import random
 import signal
 import struct
 import sys
@@ -54,6 +58,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from wfe import StepContext, WorkflowBuilder, WorkflowDefinition, WorkflowHost
+from wfe.events import StepCompleted
 from wfe_core.errors import LeaseLost
 
 CRASHFLOW_STEPS = ("s1", "s2", "s3", "s4", "s5")
@@ -73,7 +78,7 @@ class Behaviour:
 
     def __init__(self, history: str, inflight: InflightCounter, *, hold_step: str | None,
                  slow_step: str | None, slow_seconds: float, block_step: str | None,
-                 release_file: str | None) -> None:
+                 release_file: str | None, step_delay: float = 0.0) -> None:
         self.history = history
         self.inflight = inflight
         self.hold_step = hold_step
@@ -81,10 +86,21 @@ class Behaviour:
         self.slow_seconds = slow_seconds
         self.block_step = block_step
         self.release_file = release_file
+        self.step_delay = step_delay
+
+    def committed(self, event: object) -> None:
+        """Lifecycle subscriber: a StepCompleted is published only after its commit
+        landed, so a "committed" line proves the step must never start again."""
+        if isinstance(event, StepCompleted):
+            self.write({"host": os.getpid(), "step": event.step_name, "event": "committed",
+                        "attempt": event.attempt, "wf": event.workflow_id})
 
     def record(self, ctx: StepContext[Counter], event: str) -> None:
-        line = json.dumps({"host": os.getpid(), "step": ctx.step_name, "event": event,
-                           "attempt": ctx.attempt, "wf": ctx.workflow_id})
+        self.write({"host": os.getpid(), "step": ctx.step_name, "event": event,
+                    "attempt": ctx.attempt, "wf": ctx.workflow_id})
+
+    def write(self, fields: dict[str, Any]) -> None:
+        line = json.dumps(fields)
         fd = os.open(self.history, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, (line + "\n").encode())  # one write: lines of hosts never interleave
@@ -100,6 +116,8 @@ class Behaviour:
             await asyncio.sleep(self.slow_seconds)
         if ctx.step_name == self.block_step and ctx.definition_id == "crashflow":
             await self.block_loop()
+        if self.step_delay and ctx.definition_id == "multiflow":
+            await asyncio.sleep(random.uniform(0, self.step_delay))
         ctx.data.n += 1
         self.record(ctx, "end")
 
@@ -228,6 +246,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="crashflow step number that blocks the event loop")
     parser.add_argument("--release-file", default=None,
                         help="the blocked step goes on once this file exists")
+    parser.add_argument("--step-delay", type=float, default=0.0,
+                        help="multiflow steps sleep a random 0..this many seconds")
     parser.add_argument("--inflight", default=None,
                         help="file counting this process's backend calls in progress")
     return parser.parse_args(argv)
@@ -242,6 +262,7 @@ async def serve(args: argparse.Namespace) -> None:
         slow_seconds=args.slow_seconds,
         block_step=step_name(args.block_step),
         release_file=args.release_file,
+        step_delay=args.step_delay,
     )
     host = WorkflowHost.from_url(args.db, lease=args.lease, poll_interval=args.poll,
                                  log_events=False)
@@ -258,6 +279,7 @@ async def serve(args: argparse.Namespace) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
+    host.subscribe(behaviour.committed)
     orphan_watch = asyncio.create_task(exit_when_orphaned(os.getppid()))
     host.register(chain("crashflow", CRASHFLOW_STEPS, behaviour.step))
     host.register(chain("multiflow", MULTIFLOW_STEPS, behaviour.step))
