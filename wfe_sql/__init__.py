@@ -4,7 +4,7 @@ Database-specific behaviour comes from a :class:`~wfe_sql.dialect.SqlDialect`
 (``wfe_sqlite``, ``wfe_postgres``); everything else is written once here.
 """
 
-from wfe_sql.database import Database
+from wfe_sql.database import Database, RetryPolicy
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.locks import SqlLock
 from wfe_sql.provider import SqlPersistence, open_sql_backend
@@ -13,6 +13,7 @@ from wfe_sql.search import SqlSearchIndex
 
 __all__ = [
     "Database",
+    "RetryPolicy",
     "SqlDialect",
     "SqlLock",
     "SqlPersistence",

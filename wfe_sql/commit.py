@@ -3,6 +3,11 @@
 Every statement here is conditional on ``(id, lease_owner, lease_token)``: a host whose
 lease was taken over (its token is no longer current) cannot read as the owner nor
 write, and gets :class:`wfe_core.errors.LeaseLost`.
+
+A step commit is idempotent: it stamps the workflow row with its own commit id, and a
+second run of the same prepared commit (a retry after a COMMIT whose outcome was
+unknown) finds its stamp and writes nothing, instead of failing on the rows the first
+run inserted or being refused because that run released the lease.
 """
 
 from __future__ import annotations
@@ -68,8 +73,21 @@ class PreparedCommit:
     """A step commit checked and serialised, so its transaction holds only SQL."""
 
     commit: StepCommit
+    commit_id: str
+    """Stamped on the workflow row: a retry of this commit recognises that it landed."""
     new_pointers: list[dict[str, Any]]
     updated_pointers: list[dict[str, Any]]
+    event_keys: list[tuple[str, str]]
+    """The (event name, key) pairs of the new subscriptions, sorted (lock order)."""
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What a step commit left: the status, the database time, whether it is due."""
+
+    status: WorkflowStatus
+    db_now: int
+    due: bool
 
 
 def prepare_commit(commit: StepCommit) -> PreparedCommit:
@@ -89,14 +107,16 @@ def prepare_commit(commit: StepCommit) -> PreparedCommit:
         )
     return PreparedCommit(
         commit=commit,
+        commit_id=uuid.uuid4().hex,
         new_pointers=[rows.pointer_values(workflow_id, p) for p in commit.new_pointers],
         updated_pointers=[rows.pointer_values(workflow_id, p) for p in commit.updated_pointers],
+        event_keys=sorted({(sub.event_name, sub.event_key) for sub in commit.new_subscriptions}),
     )
 
 
-def _workflow_changes(dialect: SqlDialect, commit: StepCommit) -> dict[str, Any]:
+def _workflow_changes(dialect: SqlDialect, commit: StepCommit, commit_id: str) -> dict[str, Any]:
     """The workflow-row assignments of a step commit."""
-    values: dict[str, Any] = {"next_execution": commit.next_execution}
+    values: dict[str, Any] = {"next_execution": commit.next_execution, "last_commit": commit_id}
     if commit.data is not None:
         values["data"] = commit.data
     if commit.error is not None:
@@ -113,27 +133,48 @@ def _workflow_changes(dialect: SqlDialect, commit: StepCommit) -> dict[str, Any]
 
 
 async def update_workflow(
-    conn: AsyncConnection, dialect: SqlDialect, commit: StepCommit
-) -> tuple[WorkflowStatus, int]:
-    """Write the workflow row of a step commit if we hold the lease; else LeaseLost.
+    conn: AsyncConnection, dialect: SqlDialect, prepared: PreparedCommit
+) -> tuple[WorkflowStatus, int] | None:
+    """Write the workflow row of a step commit if we hold the lease and this commit
+    has not landed yet; ``None`` if nothing matched (fenced off, or landed).
 
-    Runs first in the commit transaction, so a fenced-off commit writes nothing.
-    Returns the status after the write and the database time.
+    Runs first in the commit transaction (after the event-key locks), so a fenced-off
+    commit writes nothing. Returns the status after the write and the database time.
     """
-    now = dialect.now_ms()
+    commit, now = prepared.commit, dialect.now_ms()
     stmt = (
         sa.update(workflows)
         .where(
             _is_owner(commit.workflow_id, commit.owner, commit.token),
             workflows.c.status.in_(_OPEN_STATUSES),
+            workflows.c.last_commit.is_distinct_from(prepared.commit_id),
         )
-        .values(_workflow_changes(dialect, commit))
+        .values(_workflow_changes(dialect, commit, prepared.commit_id))
         .returning(workflows.c.status, now.label("db_now"))
     )
     row = (await conn.execute(stmt)).first()
+    return None if row is None else (WorkflowStatus(row.status), int(row.db_now))
+
+
+async def landed_commit(
+    conn: AsyncConnection, dialect: SqlDialect, prepared: PreparedCommit
+) -> CommitResult | None:
+    """What an earlier run of this very commit left, if it landed; else ``None``.
+
+    The workflow row still carries the commit's id unless a later commit (by another
+    owner: ours are serialised) has replaced it, and then our lease is gone anyway.
+    """
+    now = dialect.now_ms()
+    stmt = sa.select(workflows.c.status, workflows.c.next_execution, now.label("db_now")).where(
+        workflows.c.id == prepared.commit.workflow_id,
+        workflows.c.last_commit == prepared.commit_id,
+    )
+    row = (await conn.execute(stmt)).first()
     if row is None:
-        raise LeaseLost(commit.workflow_id, commit.token)
-    return WorkflowStatus(row.status), int(row.db_now)
+        return None
+    status = WorkflowStatus(row.status)
+    due = status is WorkflowStatus.RUNNABLE and row.next_execution is not None
+    return CommitResult(status=status, db_now=int(row.db_now), due=due)
 
 
 async def write_pointers(conn: AsyncConnection, prepared: PreparedCommit) -> None:
@@ -188,21 +229,26 @@ async def write_errors(conn: AsyncConnection, commit: StepCommit) -> None:
         )
 
 
-@dataclass(frozen=True)
-class CommitResult:
-    """What a step commit left: the status, the database time, whether it is due."""
-
-    status: WorkflowStatus
-    db_now: int
-    due: bool
-
-
 async def apply_commit(
     conn: AsyncConnection, dialect: SqlDialect, prepared: PreparedCommit
 ) -> CommitResult:
-    """Every write of one step transition, workflow row first (fencing)."""
+    """Every write of one step transition, workflow row first (fencing); a no-op
+    returning the stored outcome if this commit already landed.
+
+    Raises:
+        LeaseLost: we no longer hold the workflow's lease (and the commit never landed).
+    """
     commit = prepared.commit
-    status, db_now = await update_workflow(conn, dialect, commit)
+    # Taken before the row lock of update_workflow, as publish takes it before its
+    # row locks: the same order everywhere, so the two cannot deadlock.
+    await dialect.lock_event_keys(conn, prepared.event_keys)
+    updated = await update_workflow(conn, dialect, prepared)
+    if updated is None:
+        landed = await landed_commit(conn, dialect, prepared)
+        if landed is None:
+            raise LeaseLost(commit.workflow_id, commit.token)
+        return landed
+    status, db_now = updated
     await write_pointers(conn, prepared)
     await write_subscriptions(conn, commit)
     await write_deliveries(conn, dialect, commit)

@@ -1,5 +1,5 @@
 """The engine and its transaction scopes, and the one seam where driver errors become
-:class:`wfe_core.errors.ProviderError`.
+:class:`wfe_core.errors.ProviderError` and transient ones are retried.
 
 Transactions are short and contain only SQL: a write takes the process's write guard,
 starts a write transaction (``BEGIN IMMEDIATE`` on SQLite) and commits; any exit other
@@ -7,6 +7,16 @@ than success rolls back. Each transaction runs in a task of its own that a cance
 of the caller does not interrupt (it is delivered when the transaction has ended), so a
 cancelled task never leaves a pooled connection inside a transaction nor a statement
 half-run.
+
+Retries. A transaction that fails transiently (the dialect classifies the driver's
+error code: lost connection, server restart, deadlock, busy file...) is run again from
+the start, a bounded number of times with capped exponential back-off
+(:class:`RetryPolicy`). Before its COMMIT was sent, a failed transaction certainly
+rolled back. A failure *during* COMMIT is ambiguous: the first attempt may have landed.
+Every write is therefore written to be safe to run again (a step commit recognises its
+own earlier landing by its commit id; renewals and releases are conditional on the
+token), and a write that is not may pass ``reconcile``, which the next attempt runs
+first to find the earlier attempt's effects.
 """
 
 from __future__ import annotations
@@ -17,11 +27,21 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
 
 from wfe_core.clock import SyncedClock
 from wfe_core.errors import ProviderError
@@ -33,6 +53,28 @@ T = TypeVar("T")
 
 Work = Callable[[AsyncConnection], Awaitable[T]]
 """The SQL of one transaction: an async function of the connection."""
+
+Reconcile = Callable[[AsyncConnection], Awaitable[T | None]]
+"""Looks, after a COMMIT whose outcome is unknown, for the earlier attempt's effects:
+the operation's result if it landed, ``None`` if it did not."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures of a transaction are retried (bounded, capped back-off)."""
+
+    attempts: int = 8
+    """Tries in all, the first included."""
+
+    first_wait: float = 0.05
+    """Seconds before the second try; doubled for each later one..."""
+
+    max_wait: float = 2.0
+    """...up to this cap (plus a random jitter of up to ``first_wait``)."""
+
+    max_elapsed: float = 20.0
+    """No new try starts this many seconds after the first one started."""
+
 
 CLOCK_MARGIN_MS = 2
 """Added to a database time read back, to cover whole-millisecond truncation on both
@@ -71,47 +113,125 @@ class WorkSignal:
         self._event.clear()
 
 
+class _Attempts:
+    """What the tries of one write know about their COMMITs so far."""
+
+    __slots__ = ("committing", "unknown")
+
+    def __init__(self) -> None:
+        self.committing = False
+        """The running try has sent its COMMIT and has no answer yet."""
+        self.unknown = False
+        """An earlier try failed during its COMMIT: it may have landed."""
+
+    def next_try(self) -> None:
+        if self.committing:
+            self.unknown, self.committing = True, False
+
+
 class Database:
     """One database: engine, dialect, clock and wake-up shared by the SQL providers."""
 
-    def __init__(self, dialect: SqlDialect) -> None:
+    def __init__(self, dialect: SqlDialect, retry: RetryPolicy | None = None) -> None:
         self.dialect = dialect
         self.engine: AsyncEngine = dialect.create_engine()
         self.clock = SyncedClock()
         self.signal = WorkSignal()
+        self.retry = retry or RetryPolicy()
         self._listener: Listener | None = None
         self._listening = False
         self._closed = False
 
     async def read(self, what: str, work: Work[T]) -> T:
-        """Run ``work`` in a read-only transaction (one consistent snapshot).
+        """Run ``work`` in a read-only transaction (one consistent snapshot), retried
+        when it fails transiently.
 
         ``what`` names the operation in error messages ("read workflow X").
         """
-        with translate_errors(self.dialect, what):
-            return await uncancellable(self._transaction(work, write=False))
 
-    async def write(self, what: str, work: Work[T], *, urgent: bool = False) -> T:
-        """Run ``work`` in a write transaction: committed if it returns, else rolled back.
+        async def attempt() -> T:
+            with translate_errors(self.dialect, what):
+                return await uncancellable(self._transaction(work, write=False))
+
+        return await self._retrying(what, attempt)
+
+    async def write(
+        self,
+        what: str,
+        work: Work[T],
+        *,
+        urgent: bool = False,
+        reconcile: Reconcile[T] | None = None,
+    ) -> T:
+        """Run ``work`` in a write transaction: committed if it returns, else rolled back;
+        run again when it fails transiently (see the module's notes on retries).
 
         Waiting for this process's write guard can be cancelled; once the transaction
         has started it runs to its end (it holds only SQL, so it is short) and a
         cancellation is delivered after it.
-        """
-        with translate_errors(self.dialect, what):
-            async with self.dialect.write_guard(urgent=urgent):
-                return await uncancellable(self._transaction(work, write=True))
 
-    async def _transaction(self, work: Work[T], *, write: bool) -> T:
+        Args:
+            what: names the operation in error messages and logs.
+            work: the SQL; it must be safe to run again after a COMMIT whose outcome
+                was unknown, unless ``reconcile`` is given.
+            urgent: go before waiting ordinary writers of this process (lease upkeep).
+            reconcile: run first by a try that follows a COMMIT of unknown outcome;
+                a result other than ``None`` is returned instead of running ``work``.
+
+        Raises:
+            ProviderError: the database failed, and retrying did not help (or cannot).
+        """
+        attempts = _Attempts()
+
+        async def attempt() -> T:
+            attempts.next_try()
+            with translate_errors(self.dialect, what):
+                async with self.dialect.write_guard(urgent=urgent):
+                    return await uncancellable(
+                        self._transaction(work, write=True, attempts=attempts, reconcile=reconcile)
+                    )
+
+        return await self._retrying(what, attempt)
+
+    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Call ``attempt`` until it succeeds, fails for good, or the policy gives up."""
+        policy = self.retry
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_elapsed),
+            wait=wait_exponential(multiplier=policy.first_wait, max=policy.max_wait)
+            + wait_random(0, policy.first_wait),
+            before_sleep=_log_retry(self.dialect.name, what),
+            reraise=True,
+        )
+        return await retrying(attempt)
+
+    async def _transaction(
+        self,
+        work: Work[T],
+        *,
+        write: bool,
+        attempts: _Attempts | None = None,
+        reconcile: Reconcile[T] | None = None,
+    ) -> T:
         # Runs in a task of its own (see uncancellable): a statement is never
         # interrupted half-way, which would make SQLAlchemy invalidate the connection
         # and could leave SQLite holding the write lock for an unfinalized statement.
         conn = await self.engine.connect()
         try:
             await self.dialect.begin(conn, write=write)
+            if reconcile is not None and attempts is not None and attempts.unknown:
+                landed = await reconcile(conn)
+                if landed is not None:
+                    logger.info("an earlier attempt to commit had landed; nothing to redo")
+                    return landed
             result = await work(conn)
             if write:
+                if attempts is not None:
+                    attempts.committing = True
                 await conn.commit()
+                if attempts is not None:
+                    attempts.committing = False
             return result
         finally:
             await _finish(conn)
@@ -141,9 +261,14 @@ class Database:
 
         Called before the first poll, so no notification sent meanwhile is missed.
         """
-        if self.dialect.supports_notify and not self._listening:
-            self._listening = True
-            self._listener = await self.dialect.listen(self.signal.set)
+        if not self.dialect.supports_notify or self._listening or self._closed:
+            return
+        self._listening = True
+        listener = await self.dialect.listen(self.signal.set)
+        if self._closed and listener is not None:
+            await listener.close()  # closed while it started: do not leak it
+        else:
+            self._listener = listener
 
     async def close(self) -> None:
         """Stop the listener and close every pooled connection; later calls do nothing."""
@@ -186,12 +311,36 @@ async def uncancellable(awaitable: Awaitable[T]) -> T:
     return task.result()
 
 
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, ProviderError) and exc.transient
+
+
+def _log_retry(dialect: str, what: str) -> Callable[[RetryCallState], None]:
+    """Log each retry: the first at DEBUG (a blip), later ones at WARNING."""
+
+    def log(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        level = logging.DEBUG if state.attempt_number == 1 else logging.WARNING
+        logger.log(
+            level,
+            "%s: could not %s (try %d), retrying in %.2fs: %s",
+            dialect,
+            what,
+            state.attempt_number,
+            delay,
+            error,
+        )
+
+    return log
+
+
 @contextmanager
 def translate_errors(dialect: SqlDialect, what: str) -> Iterator[None]:
     """Turn driver and SQLAlchemy errors into ``ProviderError`` (keeping the cause).
 
-    Transient errors (classified by the dialect from the error code) are marked so that
-    callers' retry policies can retry them.
+    Transient errors (classified by the dialect from the error code; a network error
+    or a pool with no free connection) are marked so that the retry seam retries them.
     """
     try:
         yield
@@ -207,3 +356,9 @@ def translate_errors(dialect: SqlDialect, what: str) -> Iterator[None]:
         ) from exc
     except sa_exc.SQLAlchemyError as exc:
         raise ProviderError(f"{dialect.name}: could not {what}: {exc}") from exc
+    except OSError as exc:
+        # Drivers raise socket errors (refused, reset, timed out) unwrapped when they
+        # connect: the database is unreachable for now.
+        raise ProviderError(
+            f"{dialect.name}: could not {what}: database unreachable: {exc!r}", transient=True
+        ) from exc

@@ -57,6 +57,17 @@ class SqlDialect(Protocol):
         """``INSERT ... ON CONFLICT (cols) DO UPDATE SET ... [WHERE ...]``."""
         ...
 
+    async def lock_event_keys(self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
+        """Serialise, until ``conn``'s transaction ends, every writer of these
+        ``(event name, key)`` pairs (a publish, a commit adding a subscription).
+
+        Each of the two must see the other's row, or neither wakes the workflow; where
+        write transactions are serialised anyway (SQLite) this does nothing. Taken
+        before any other lock of the transaction, in a fixed order, so that it cannot
+        deadlock.
+        """
+        ...
+
     def lock_candidates(self, select: Select[Any]) -> Select[Any]:
         """Lock the rows a claim picks so concurrent claimers skip them (SKIP LOCKED)."""
         ...

@@ -23,6 +23,12 @@ async def insert_event(
     return rows.event((await conn.execute(stmt)).mappings().one())
 
 
+async def select_event(conn: AsyncConnection, event_id: str) -> Event | None:
+    """The event with this id, or ``None``; by primary key."""
+    row = (await conn.execute(sa.select(events).where(events.c.id == event_id))).mappings().first()
+    return None if row is None else rows.event(row)
+
+
 async def wake_subscribers(conn: AsyncConnection, event: Event) -> int:
     """Make due now every RUNNABLE workflow subscribed to the event; returns how many.
 

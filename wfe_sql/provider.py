@@ -26,7 +26,7 @@ from wfe_core.ports.backend import Backend
 from wfe_core.ports.persistence import PersistenceProvider
 from wfe_sql import commit as commits
 from wfe_sql import definitions, events, migrate, purge, rows, workflows
-from wfe_sql.database import Database
+from wfe_sql.database import Database, RetryPolicy
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.locks import SqlLock
 from wfe_sql.queue import SqlQueue
@@ -77,7 +77,12 @@ class SqlPersistence(PersistenceProvider):
                 await self._dialect.notify_work(conn)
             return record, True
 
-        record, created = await self._db.write(f"create workflow {new.id}", work)
+        async def landed(conn: AsyncConnection) -> tuple[WorkflowRecord, bool] | None:
+            # Ids are fresh UUIDs: a row with ours can only be an earlier attempt's.
+            record = await workflows.select_workflow(conn, new.id)
+            return None if record is None else (record, True)
+
+        record, created = await self._db.write(f"create workflow {new.id}", work, reconcile=landed)
         if created and new.next_execution is not None:
             self._db.signal.set()
         return record, created
@@ -150,7 +155,11 @@ class SqlPersistence(PersistenceProvider):
                 await self._dialect.notify_work(conn)
             return record
 
-        record = await self._db.write(f"{action} workflow {workflow_id}", work)
+        async def landed(conn: AsyncConnection) -> WorkflowRecord | None:
+            record = await workflows.select_workflow(conn, workflow_id)
+            return record if record is not None and record.status is to else None
+
+        record = await self._db.write(f"{action} workflow {workflow_id}", work, reconcile=landed)
         if to is WorkflowStatus.RUNNABLE:
             self._db.signal.set()
         return record
@@ -182,18 +191,28 @@ class SqlPersistence(PersistenceProvider):
         """Store an event and make every subscribed workflow due now, atomically."""
         rows.check_json(data_json, f"data of event {name!r}/{key!r}")
 
+        event_id = uuid.uuid4().hex
+
         async def work(conn: AsyncConnection) -> tuple[Event, int]:
             started = time.monotonic_ns()
-            event = await events.insert_event(
-                conn, self._dialect, uuid.uuid4().hex, name, key, data_json
-            )
+            # Before the event row and the row locks of the wake-up: a commit adding a
+            # matching subscription then either sees this event or is seen by it.
+            await self._dialect.lock_event_keys(conn, [(name, key)])
+            event = await events.insert_event(conn, self._dialect, event_id, name, key, data_json)
             self._db.observe_time(event.event_time, started)
             woken = await events.wake_subscribers(conn, event)
             if woken:
                 await self._dialect.notify_work(conn)
             return event, woken
 
-        event, woken = await self._db.write(f"publish event {name!r}/{key!r}", work)
+        async def landed(conn: AsyncConnection) -> tuple[Event, int] | None:
+            event = await events.select_event(conn, event_id)
+            # Its wake-ups were committed with it; wake this process again to be sure.
+            return None if event is None else (event, 1)
+
+        event, woken = await self._db.write(
+            f"publish event {name!r}/{key!r}", work, reconcile=landed
+        )
         if woken:
             self._db.signal.set()
         return event
@@ -238,9 +257,10 @@ def _makes_work(commit: StepCommit, result: commits.CommitResult) -> bool:
     return commit.release and result.status is WorkflowStatus.RUNNABLE and result.due
 
 
-def open_sql_backend(dialect: SqlDialect) -> Backend:
-    """The providers of one database, sharing one engine, clock and wake-up signal."""
-    db = Database(dialect)
+def open_sql_backend(dialect: SqlDialect, retry: RetryPolicy | None = None) -> Backend:
+    """The providers of one database, sharing one engine, clock and wake-up signal;
+    ``retry`` says how transient failures are retried (the default suits most uses)."""
+    db = Database(dialect, retry)
     return Backend(
         persistence=SqlPersistence(db),
         queue=SqlQueue(db),

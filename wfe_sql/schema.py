@@ -45,6 +45,9 @@ workflows = sa.Table(
     sa.Column("lease_token", sa.BigInteger, nullable=False, server_default=sa.text("0")),
     sa.Column("lease_expires_at", sa.BigInteger, nullable=True),
     sa.Column("recoveries", sa.Integer, nullable=False, server_default=sa.text("0")),
+    # The id of the last step commit applied: a retry of a commit whose COMMIT was
+    # lost in transit finds it here and knows the first attempt landed.
+    sa.Column("last_commit", sa.Text, nullable=True),
     sa.CheckConstraint(f"status IN ({_STATUS_VALUES})", name="ck_wfe_workflows_status"),
 )
 

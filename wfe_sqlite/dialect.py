@@ -173,6 +173,9 @@ class SqliteDialect:
             .on_conflict_do_update(index_elements=list(conflict_columns), set_=update, where=where)
         )
 
+    async def lock_event_keys(self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
+        """Nothing to do: write transactions already run one at a time."""
+
     def lock_candidates(self, select: sa.Select[Any]) -> sa.Select[Any]:
         """Nothing to lock: the write transaction already excludes other claimers."""
         return select

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe_core.errors import ProviderError
 from wfe_core.ports.backend import Backend
-from wfe_sql.database import Database
+from wfe_sql.database import Database, RetryPolicy
 from wfe_sql.provider import open_sql_backend
 from wfe_sqlite import open_backend
 from wfe_sqlite.dialect import BUSY_TIMEOUT_MS, SqliteDialect, normalize_url, sqlite_error_code
@@ -90,7 +90,8 @@ async def test_a_constraint_violation_is_a_permanent_provider_error(
 async def test_a_held_write_lock_is_waited_for_then_reported_as_transient(
     db_url: str, db_path: Path
 ) -> None:
-    backend = open_sql_backend(SqliteDialect(db_url, busy_timeout_ms=50))
+    # One try at the Database seam: this is about the dialect's own BEGIN retry.
+    backend = open_sql_backend(SqliteDialect(db_url, busy_timeout_ms=50), RetryPolicy(attempts=1))
     blocker = sqlite3.connect(db_path, isolation_level=None)
     try:
         await backend.persistence.migrate()
