@@ -1,10 +1,15 @@
 """Backend selection for the whole suite: one switch, one registry.
 
 Pick the backends with ``--wfe-db`` (a comma list) or the ``WFE_TEST_DB`` environment
-variable; the option wins. The default is ``memory,sqlite``::
+variable; the option wins. The default is ``memory,sqlite,postgres``::
 
     pytest --wfe-db=memory            # only the in-memory providers
     WFE_TEST_DB=sqlite pytest tests/contract
+
+PostgreSQL is found at ``$WFE_TEST_POSTGRES_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/postgres``, a role that may create databases).
+If it cannot be reached, its tests are skipped with the reason printed at the end of
+the run, unless the ``CI`` environment variable is set: then they fail.
 
 Every test that uses one of the fixtures below runs once per selected backend (the
 test id ends in ``[memory]``, ``[sqlite]``, ...):
@@ -12,11 +17,13 @@ test id ends in ``[memory]``, ``[sqlite]``, ...):
 ``backend_name``
     the registry name of the backend under test (``"memory"``, ``"sqlite"``).
 ``backend_url``
-    where that backend lives for this test: a URL of a fresh, empty database (for
-    SQLite a real WAL file ``wfe.db`` in ``tmp_path``, never ``:memory:``) or the
-    string ``"memory"`` for the in-memory providers (each open of ``"memory"`` is a
-    new, separate store; there is nothing to share between processes). Nothing is
-    migrated or opened yet: hosts opened on it with ``auto_migrate`` create the schema.
+    where that backend lives for this test: a URL of a fresh database with no
+    workflows in it (for SQLite a real WAL file ``wfe.db`` in ``tmp_path``, never
+    ``:memory:``, not created yet; for PostgreSQL a database of its own, copied from a
+    migrated template, so its schema is already at head) or the string ``"memory"``
+    for the in-memory providers (each open of ``"memory"`` is a new, separate store;
+    there is nothing to share between processes). Nothing is opened yet: hosts opened
+    on it with ``auto_migrate`` create the schema, or find it current.
 ``backend``
     a migrated, empty :class:`~wfe_core.ports.Backend` opened on ``backend_url``,
     closed after the test.
@@ -25,25 +32,30 @@ To add a backend, add one entry to :data:`BACKENDS`: a name mapped to a
 :class:`BackendKind` of two async factories, ``database(tmp_path)`` (an async context
 manager that sets up an empty database for one test, yields its URL and drops it
 afterwards) and ``open(url) -> Backend`` (not yet migrated). Nothing else changes:
-every test using these fixtures picks it up. For PostgreSQL, ``database`` would copy
-a migrated template database (``CREATE DATABASE ... TEMPLATE``) and drop it on exit.
+every test using these fixtures picks it up. PostgreSQL's ``database`` copies a
+migrated template database made once per session (``CREATE DATABASE ... TEMPLATE``,
+far quicker than migrating each test's database) and drops the copy on exit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import threading
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from wfe_core.ports.backend import Backend
 from wfe_core.testing import memory_backend
 
-DEFAULT_BACKENDS = "memory,sqlite"
+DEFAULT_BACKENDS = "memory,sqlite,postgres"
 MEMORY_URL = "memory"
 
 
@@ -80,9 +92,118 @@ async def _open_sqlite(url: str) -> Backend:
     return open_backend(url)
 
 
+class PostgresServer:
+    """The session's PostgreSQL: a database of its own for each test.
+
+    The first test that needs one makes a migrated template database (once per
+    session, named for this process); each test then gets a copy of it (or an empty
+    database, for migration tests), dropped when the test ends. The template is dropped
+    at the end of the session. Only databases this session made are ever dropped: other
+    runs may share the server.
+    """
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.template: str | None = None
+        self.unavailable: str | None = None
+        self._lock = threading.Lock()
+
+    def url(self, database: str) -> str:
+        """The URL of ``database`` on this server (the driver-less form users write)."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.admin_url).set(database=database).render_as_string(False)
+
+    async def _admin(self) -> Any:
+        import asyncpg
+
+        return await asyncpg.connect(self.admin_url, timeout=5)
+
+    async def _execute(self, *statements: str) -> None:
+        conn = await self._admin()
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    async def _make_template(self, name: str) -> None:
+        from wfe_postgres import open_backend
+
+        await self._execute(f'CREATE DATABASE "{name}"')
+        backend = open_backend(self.url(name))
+        try:
+            await backend.persistence.migrate()
+        finally:
+            await backend.close()
+        # Nobody may connect to it any more: a connection would make copies fail.
+        await self._execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+
+    def _ensure_template(self) -> str:
+        """The template's name, made on first use (in a thread: it runs its own loop)."""
+        with self._lock:
+            if self.template is None and self.unavailable is None:
+                name = f"wfe_test_template_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+                try:
+                    asyncio.run(self._make_template(name))
+                    self.template = name
+                except (OSError, ImportError) as exc:
+                    self.unavailable = f"no PostgreSQL at {self.admin_url}: {exc!r}"
+            if self.template is None:
+                reason = self.unavailable or "no template database"
+                if os.environ.get("CI"):
+                    pytest.fail(f"{reason} (CI is set: PostgreSQL tests must run)")
+                pytest.skip(reason)
+            return self.template
+
+    @contextlib.asynccontextmanager
+    async def database(self, *, migrated: bool = True) -> AsyncIterator[str]:
+        """A database of its own for one test (a template copy, or empty): its URL."""
+        template = await asyncio.to_thread(self._ensure_template)
+        name = f"wfe_t_{uuid.uuid4().hex[:16]}"
+        source = f' TEMPLATE "{template}"' if migrated else ""
+        await self._execute(f'CREATE DATABASE "{name}"{source}')
+        try:
+            yield self.url(name)
+        finally:
+            # FORCE: connections a test's host processes left behind do not block it.
+            await self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def drop_template(self) -> None:
+        """Drop the session's template (at the end of the session)."""
+        with self._lock:
+            name, self.template = self.template, None
+        if name is not None:
+            asyncio.run(self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+POSTGRES = PostgresServer(
+    os.environ.get("WFE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> PostgresServer:
+    """The session's PostgreSQL (for tests that need databases of their own)."""
+    return POSTGRES
+
+
+@contextlib.asynccontextmanager
+async def _postgres_database(tmp_path: Path) -> AsyncIterator[str]:
+    async with POSTGRES.database(migrated=True) as url:
+        yield url
+
+
+async def _open_postgres(url: str) -> Backend:
+    from wfe_postgres import open_backend  # imported lazily: only postgres runs need asyncpg
+
+    return open_backend(url)
+
+
 BACKENDS: dict[str, BackendKind] = {
     "memory": BackendKind(database=_memory_database, open=_open_memory),
     "sqlite": BackendKind(database=_sqlite_database, open=_open_sqlite),
+    "postgres": BackendKind(database=_postgres_database, open=_open_postgres),
 }
 """Every backend the suite knows, by the name ``--wfe-db`` selects it with."""
 
@@ -112,6 +233,17 @@ def selected_backends(config: pytest.Config) -> list[str]:
 
 def pytest_configure(config: pytest.Config) -> None:
     selected_backends(config)  # a typo fails the run at once, not per test
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    POSTGRES.drop_template()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if POSTGRES.unavailable is not None:
+        terminalreporter.write_line(
+            f"PostgreSQL tests were skipped: {POSTGRES.unavailable}", yellow=True
+        )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -73,6 +73,7 @@ def claim_statement(
             workflows.c.lease_token,
             workflows.c.lease_expires_at,
             workflows.c.recoveries,
+            workflows.c.next_execution,
             now.label("db_now"),
         )
     )
@@ -88,6 +89,9 @@ async def claim_due(
 ) -> list[Claim]:
     """Run :func:`claim_statement` and return the claims, oldest due first."""
     result = await conn.execute(claim_statement(dialect, owner, limit, lease_ms, eligible))
+    # RETURNING follows no ORDER BY: the rows come back in whatever order they were
+    # updated (on PostgreSQL, not the candidates' order).
+    claimed = sorted(result, key=lambda row: row.next_execution)
     return [
         Claim(
             workflow_id=row.id,
@@ -97,7 +101,7 @@ async def claim_due(
             db_now=row.db_now,
             recoveries=row.recoveries,
         )
-        for row in result
+        for row in claimed
     ]
 
 
