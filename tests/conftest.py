@@ -27,6 +27,12 @@ test id ends in ``[memory]``, ``[sqlite]``, ...):
 ``backend``
     a migrated, empty :class:`~wfe_core.ports.Backend` opened on ``backend_url``,
     closed after the test.
+``sql_backend_name``
+    like ``backend_name``, over the selected SQL backends only (``tests/sql``).
+``postgres_server``
+    the session's :class:`PostgresServer`, for tests that need a database of their own
+    (``database(migrated=False)`` gives an empty one); ``require_postgres`` is the same
+    for PostgreSQL-only tests, skipped unless ``postgres`` is selected.
 
 To add a backend, add one entry to :data:`BACKENDS`: a name mapped to a
 :class:`BackendKind` of two async factories, ``database(tmp_path)`` (an async context
@@ -68,6 +74,10 @@ class BackendKind:
 
     open: Callable[[str], Awaitable[Backend]]
     """Open a backend on a URL ``database`` gave; the caller migrates and closes it."""
+
+    sql: bool = False
+    """A SQL database (the ``tests/sql`` tests, parametrized by ``sql_backend_name``,
+    run on it too)."""
 
 
 @contextlib.asynccontextmanager
@@ -188,6 +198,14 @@ def postgres_server() -> PostgresServer:
     return POSTGRES
 
 
+@pytest.fixture
+def require_postgres(request: pytest.FixtureRequest) -> PostgresServer:
+    """For PostgreSQL-only tests: skip them unless ``postgres`` is a selected backend."""
+    if "postgres" not in selected_backends(request.config):
+        pytest.skip("postgres is not among the selected backends (--wfe-db)")
+    return POSTGRES
+
+
 @contextlib.asynccontextmanager
 async def _postgres_database(tmp_path: Path) -> AsyncIterator[str]:
     async with POSTGRES.database(migrated=True) as url:
@@ -202,8 +220,8 @@ async def _open_postgres(url: str) -> Backend:
 
 BACKENDS: dict[str, BackendKind] = {
     "memory": BackendKind(database=_memory_database, open=_open_memory),
-    "sqlite": BackendKind(database=_sqlite_database, open=_open_sqlite),
-    "postgres": BackendKind(database=_postgres_database, open=_open_postgres),
+    "sqlite": BackendKind(database=_sqlite_database, open=_open_sqlite, sql=True),
+    "postgres": BackendKind(database=_postgres_database, open=_open_postgres, sql=True),
 }
 """Every backend the suite knows, by the name ``--wfe-db`` selects it with."""
 
@@ -250,6 +268,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend_name" in metafunc.fixturenames:
         names = selected_backends(metafunc.config)
         metafunc.parametrize("backend_name", names, ids=names)
+    if "sql_backend_name" in metafunc.fixturenames:
+        names = [name for name in selected_backends(metafunc.config) if BACKENDS[name].sql]
+        metafunc.parametrize("sql_backend_name", names, ids=names)
 
 
 async def _open_migrated(name: str, url: str) -> Backend:

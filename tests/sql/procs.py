@@ -1,7 +1,7 @@
 """Entry points the multi-process tests run as real processes.
 
 ``python -m tests.sql.procs migrate URL``
-    migrate the database and exit.
+    migrate the database (of any SQL backend) and exit.
 ``python -m tests.sql.procs claim URL OWNER START_AT``
     wait until the wall-clock time ``START_AT`` (so that every process starts
     together), then claim (two at a time, 30 s leases) until nothing is left, and
@@ -15,7 +15,7 @@ import json
 import sys
 import time
 
-from wfe_sqlite import open_backend
+from wfe.backends import open_backend
 
 from .support import ELIGIBLE
 

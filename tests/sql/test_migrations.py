@@ -1,30 +1,31 @@
 """The Alembic migrations are the schema: equal to the metadata, reversible, and safe
-when several hosts migrate one empty file at once."""
+when several hosts migrate one empty database at once (on every SQL backend)."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 import migrations
+from wfe.backends import open_backend
 from wfe_sql import migrate
 from wfe_sql.database import Database
 from wfe_sql.schema import VERSION_TABLE, metadata
-from wfe_sqlite import open_backend
-from wfe_sqlite.dialect import SqliteDialect
 
 from .conftest import database_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+WFE_TABLES = {name for name in metadata.tables if name.startswith("wfe_")}
 
 
 def head_revision() -> str:
@@ -41,55 +42,70 @@ def schema_diff(connection: Connection) -> list[Any]:
     return list(compare_metadata(context, metadata))
 
 
-def wfe_tables(path: Path) -> set[str]:
-    with sqlite3.connect(path) as conn:
-        names = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    conn.close()
-    return {name for (name,) in names if name.startswith("wfe_")}
+async def wfe_tables(db: Database) -> set[str]:
+    def names(connection: Connection) -> set[str]:
+        return {t for t in sa.inspect(connection).get_table_names() if t.startswith("wfe_")}
+
+    return await db.read("list tables", lambda conn: conn.run_sync(names))
 
 
-def index_sql(path: Path) -> dict[str, str]:
-    with sqlite3.connect(path) as conn:
-        found = conn.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
-        ).fetchall()
-    conn.close()
-    return dict(found)
+async def due_index_predicate(db: Database) -> str:
+    """The WHERE clause of the claim index, as the database reports it."""
+
+    def predicate(connection: Connection) -> str:
+        [index] = [
+            ix
+            for ix in sa.inspect(connection).get_indexes("wfe_workflows")
+            if ix["name"] == "ix_wfe_workflows_due"
+        ]
+        options = index.get("dialect_options", {})
+        return str(options.get(f"{connection.dialect.name}_where", ""))
+
+    return await db.read("read the due index", lambda conn: conn.run_sync(predicate))
 
 
-async def test_upgrade_from_empty_equals_the_metadata(db_url: str, db_path: Path) -> None:
-    db = Database(SqliteDialect(db_url))
+async def versions(db: Database) -> list[str]:
+    async def read(conn: AsyncConnection) -> list[str]:
+        result = await conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}"))
+        return list(result.scalars())
+
+    return await db.read("read versions", read)
+
+
+async def test_upgrade_from_empty_equals_the_metadata(sql_url: str) -> None:
+    backend = open_backend(sql_url)
+    db = database_of(backend)
     try:
         assert await migrate.current_revision(db) is None
         await migrate.upgrade(db)
         assert await migrate.current_revision(db) == head_revision()
         assert await db.read("compare", lambda conn: conn.run_sync(schema_diff)) == []
+        assert await wfe_tables(db) == WFE_TABLES | {VERSION_TABLE}
+        # Alembic does not compare partial-index predicates: check the claim index's.
+        predicate = await due_index_predicate(db)
+        assert "status" in predicate and "'RUNNABLE'" in predicate, predicate
     finally:
-        await db.close()
-    assert wfe_tables(db_path) == {t for t in metadata.tables if t.startswith("wfe_")} | {
-        VERSION_TABLE
-    }
-    # Alembic does not compare partial-index predicates: check the claim index's.
-    assert "WHERE status = 'RUNNABLE'" in index_sql(db_path)["ix_wfe_workflows_due"]
+        await backend.close()
 
 
-async def test_upgrade_downgrade_upgrade_twice(db_url: str, db_path: Path) -> None:
-    db = Database(SqliteDialect(db_url))
+async def test_upgrade_downgrade_upgrade_twice(sql_url: str) -> None:
+    backend = open_backend(sql_url)
+    db = database_of(backend)
     try:
         for _ in range(2):
             await migrate.upgrade(db)
             assert await migrate.current_revision(db) == head_revision()
             await migrate.downgrade(db, "base")
             assert await migrate.current_revision(db) is None
-            assert wfe_tables(db_path) == {VERSION_TABLE}
+            assert await wfe_tables(db) == {VERSION_TABLE}
         await migrate.upgrade(db)
         assert await db.read("compare", lambda conn: conn.run_sync(schema_diff)) == []
     finally:
-        await db.close()
+        await backend.close()
 
 
-async def test_migrate_twice_is_a_no_op(db_url: str) -> None:
-    backend = open_backend(db_url)
+async def test_migrate_twice_is_a_no_op(sql_url: str) -> None:
+    backend = open_backend(sql_url)
     try:
         await backend.persistence.migrate()
         await backend.persistence.migrate()
@@ -98,34 +114,35 @@ async def test_migrate_twice_is_a_no_op(db_url: str) -> None:
         await backend.close()
 
 
-async def test_four_hosts_migrating_one_empty_file_at_once(db_url: str, db_path: Path) -> None:
-    backends = [open_backend(db_url) for _ in range(4)]
+async def test_four_hosts_migrating_one_empty_database_at_once(sql_url: str) -> None:
+    backends = [open_backend(sql_url) for _ in range(4)]
     try:
         await asyncio.gather(*(backend.persistence.migrate() for backend in backends))
+        assert await versions(database_of(backends[0])) == [head_revision()]
     finally:
         for backend in backends:
             await backend.close()
-    with sqlite3.connect(db_path) as conn:
-        versions = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall()
-    conn.close()
-    assert versions == [(head_revision(),)]
 
 
-def test_four_processes_migrating_one_empty_file_at_once(db_url: str, db_path: Path) -> None:
+async def test_four_processes_migrating_one_empty_database_at_once(sql_url: str) -> None:
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.sql.procs", "migrate", db_url],
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.sql.procs",
+            "migrate",
+            sql_url,
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
         for _ in range(4)
     ]
-    outputs = [proc.communicate(timeout=60) for proc in procs]
+    outputs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), 60)
     for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err.decode()
-    with sqlite3.connect(db_path) as conn:
-        versions = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall()
-        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    conn.close()
-    assert versions == [(head_revision(),)]
+    backend = open_backend(sql_url)
+    try:
+        assert await versions(database_of(backend)) == [head_revision()]
+    finally:
+        await backend.close()

@@ -28,8 +28,8 @@ async def count(backend: Backend, table: sa.Table) -> int:
     return await database_of(backend).read(f"count {table.name}", work)
 
 
-async def test_purge_deletes_more_than_one_batch(sqlite_backend: Backend) -> None:
-    db = database_of(sqlite_backend)
+async def test_purge_deletes_more_than_one_batch(sql_backend: Backend) -> None:
+    db = database_of(sql_backend)
     total = PURGE_BATCH * 2 + 17
     old = db.clock.now_ms() - 86_400_000
     done = [
@@ -62,17 +62,17 @@ async def test_purge_deletes_more_than_one_batch(sqlite_backend: Backend) -> Non
         await conn.execute(sa.insert(events), old_events)
 
     await db.write("fill", fill)
-    kept, _ = await sqlite_backend.persistence.create_workflow(new_workflow())
+    kept, _ = await sql_backend.persistence.create_workflow(new_workflow())
 
-    assert await sqlite_backend.persistence.purge(db.clock.now_ms() - 60_000, FINISHED) == total
-    assert await count(sqlite_backend, workflows) == 1
-    assert await count(sqlite_backend, pointers) == 1
-    assert await count(sqlite_backend, events) == 0
-    assert (await sqlite_backend.persistence.get_workflow(kept.id)).id == kept.id
+    assert await sql_backend.persistence.purge(db.clock.now_ms() - 60_000, FINISHED) == total
+    assert await count(sql_backend, workflows) == 1
+    assert await count(sql_backend, pointers) == 1
+    assert await count(sql_backend, events) == 0
+    assert (await sql_backend.persistence.get_workflow(kept.id)).id == kept.id
 
 
-async def test_work_made_due_in_this_process_wakes_waiters(sqlite_backend: Backend) -> None:
-    store, queue = sqlite_backend.persistence, sqlite_backend.queue
+async def test_work_made_due_in_this_process_wakes_waiters(sql_backend: Backend) -> None:
+    store, queue = sql_backend.persistence, sql_backend.queue
 
     async def woken_by(make_work: Awaitable[object]) -> None:
         waiter = asyncio.create_task(queue.wait_for_work(30))
@@ -95,8 +95,8 @@ async def test_work_made_due_in_this_process_wakes_waiters(sqlite_backend: Backe
     await woken_by(store.commit(commit))
 
 
-async def test_a_cancelled_waiter_does_not_eat_a_wake_up(sqlite_backend: Backend) -> None:
-    queue = sqlite_backend.queue
+async def test_a_cancelled_waiter_does_not_eat_a_wake_up(sql_backend: Backend) -> None:
+    queue = sql_backend.queue
     cancelled = asyncio.create_task(queue.wait_for_work(30))
     await asyncio.sleep(0.01)
     queue.wake()
@@ -105,14 +105,14 @@ async def test_a_cancelled_waiter_does_not_eat_a_wake_up(sqlite_backend: Backend
     await asyncio.wait_for(queue.wait_for_work(30), 5)
 
 
-async def test_search_matches_literally_and_case_insensitively(sqlite_backend: Backend) -> None:
-    store = sqlite_backend.persistence
+async def test_search_matches_literally_and_case_insensitively(sql_backend: Backend) -> None:
+    store = sql_backend.persistence
     percent, _ = await store.create_workflow(new_workflow(reference="Order 100%"))
     plain, _ = await store.create_workflow(new_workflow(reference="order 1000"))
     data = new_workflow()
     data.data = json.dumps({"customer": "Ada_Lovelace"})
     by_data, _ = await store.create_workflow(data)
-    search = sqlite_backend.search
+    search = sql_backend.search
     assert search is not None
 
     assert await search.search("100%") == [percent.id]
@@ -122,8 +122,8 @@ async def test_search_matches_literally_and_case_insensitively(sqlite_backend: B
     assert len(await search.search(DEFINITION, limit=2)) == 2
 
 
-async def test_the_store_clock_never_runs_behind_the_database(sqlite_backend: Backend) -> None:
-    store = sqlite_backend.persistence
+async def test_the_store_clock_never_runs_behind_the_database(sql_backend: Backend) -> None:
+    store = sql_backend.persistence
     for _ in range(20):
         record, _ = await store.create_workflow(new_workflow())
         assert record.create_time <= store.now_ms()

@@ -1,0 +1,260 @@
+"""A write whose COMMIT outcome is unknown (the connection died while COMMIT was in
+flight) is retried safely: a step commit that had landed is recognised and not applied
+again, one that had not lands once; creates, publishes and status changes reconcile
+(RELIABILITY R5, §9.7). On every SQL backend."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wfe_core.errors import LeaseLost
+from wfe_core.models import (
+    Claim,
+    EventSubscription,
+    ExecutionError,
+    ExecutionPointer,
+    PointerStatus,
+    StepCommit,
+    WorkflowStatus,
+)
+from wfe_core.ports.backend import Backend
+from wfe_sql import commit as commits
+from wfe_sql.database import Database
+from wfe_sql.schema import deliveries, errors, events, pointers, subscriptions, workflows
+
+from .conftest import database_of
+from .support import ELIGIBLE, new_workflow
+
+
+def lost_in_transit() -> sa_exc.DBAPIError:
+    """What a driver raises when the link dies while COMMIT is in flight."""
+    return sa_exc.OperationalError(
+        "COMMIT", None, ConnectionResetError("link lost"), connection_invalidated=True
+    )
+
+
+@contextlib.contextmanager
+def commit_lost(
+    monkeypatch: pytest.MonkeyPatch, *, landed: bool, times: int = 1
+) -> Iterator[list[int]]:
+    """The next ``times`` COMMITs fail as if the link died: after the server committed
+    (``landed``) or before it received the COMMIT. Yields the count of failures made."""
+    real_commit = AsyncConnection.commit
+    failures: list[int] = []
+
+    async def commit(self: AsyncConnection) -> None:
+        if len(failures) >= times:
+            await real_commit(self)
+            return
+        failures.append(1)
+        if landed:
+            await real_commit(self)
+        else:
+            await self.rollback()
+        raise lost_in_transit()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(AsyncConnection, "commit", commit)
+        yield failures
+
+
+async def table_rows(db: Database, workflow_id: str) -> dict[str, list[dict[str, Any]]]:
+    """Every row about the workflow in every table (error ids, random, left out)."""
+
+    async def read(conn: AsyncConnection) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        for table, key in (
+            (workflows, workflows.c.id),
+            (pointers, pointers.c.workflow_id),
+            (subscriptions, subscriptions.c.workflow_id),
+            (deliveries, deliveries.c.workflow_id),
+            (errors, errors.c.workflow_id),
+        ):
+            result = await conn.execute(sa.select(table).where(key == workflow_id))
+            dumped = [
+                {k: v for k, v in row.items() if k != "id" or table is not errors}
+                for row in result.mappings()
+            ]
+            found[table.name] = sorted(dumped, key=lambda row: json.dumps(row, sort_keys=True))
+        return found
+
+    return await db.read("dump a workflow", read)
+
+
+async def claimed_workflow(backend: Backend) -> tuple[Claim, str]:
+    """A new workflow claimed by "host", and the id of its first pointer."""
+    new = new_workflow()
+    record, _ = await backend.persistence.create_workflow(new)
+    [claim] = await backend.queue.claim("host", 1, 30.0, ELIGIBLE)
+    assert claim.workflow_id == record.id
+    return claim, new.pointers[0].id
+
+
+def full_commit(
+    backend: Backend, claim: Claim, first_pointer: str, event_id: str, *, release: bool
+) -> StepCommit:
+    """A commit that writes every kind of row: data, pointers, a subscription, a
+    delivery, an error."""
+    now = backend.persistence.now_ms()
+    done = ExecutionPointer(
+        id=first_pointer, step_id=0, step_name="first", status=PointerStatus.COMPLETE, end_time=now
+    )
+    waiting = ExecutionPointer(
+        id=f"p-{uuid.uuid4()}",
+        step_id=1,
+        step_name="wait",
+        status=PointerStatus.WAITING,
+        event_name="paid",
+        event_key="k",
+        event_as_of=0,
+    )
+    return StepCommit(
+        workflow_id=claim.workflow_id,
+        owner=claim.owner,
+        token=claim.token,
+        data=json.dumps({"n": 1}),
+        next_execution=None if release else 0,
+        release=release,
+        new_pointers=[waiting],
+        updated_pointers=[done],
+        new_subscriptions=[
+            EventSubscription(
+                id=f"sub-{uuid.uuid4()}",
+                workflow_id=claim.workflow_id,
+                pointer_id=waiting.id,
+                event_name="paid",
+                event_key="k",
+                as_of=0,
+            )
+        ],
+        delivered_events=[event_id],
+        errors=[
+            ExecutionError(
+                workflow_id=claim.workflow_id,
+                pointer_id=first_pointer,
+                step_name="first",
+                attempt=1,
+                error_time=now,
+                message="boom",
+            )
+        ],
+    )
+
+
+@pytest.mark.parametrize("release", [True, False], ids=["released", "lease-kept"])
+async def test_a_commit_that_landed_is_not_applied_again(
+    sql_backend: Backend, monkeypatch: pytest.MonkeyPatch, release: bool
+) -> None:
+    store, db = sql_backend.persistence, database_of(sql_backend)
+    claim, first = await claimed_workflow(sql_backend)
+    event = await store.publish_event("other", "e", "{}")
+    commit = full_commit(sql_backend, claim, first, event.id, release=release)
+
+    with commit_lost(monkeypatch, landed=True) as failures:
+        status = await store.commit(commit)
+
+    assert failures == [1]  # the first COMMIT did fail, and the retry recognised it
+    assert status is WorkflowStatus.RUNNABLE
+    stored = await table_rows(db, claim.workflow_id)
+    assert len(stored["wfe_pointers"]) == 2
+    assert len(stored["wfe_subscriptions"]) == 1
+    assert len(stored["wfe_deliveries"]) == 1
+    assert [e["message"] for e in stored["wfe_errors"]] == ["boom"]
+    [row] = stored["wfe_workflows"]
+    assert json.loads(row["data"]) == {"n": 1}
+    assert row["lease_owner"] == (None if release else "host")
+
+
+async def test_a_commit_that_did_not_land_lands_once_on_retry(
+    sql_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, db = sql_backend.persistence, database_of(sql_backend)
+    claim, first = await claimed_workflow(sql_backend)
+    event = await store.publish_event("other", "e", "{}")
+    commit = full_commit(sql_backend, claim, first, event.id, release=True)
+
+    with commit_lost(monkeypatch, landed=False) as failures:
+        assert await store.commit(commit) is WorkflowStatus.RUNNABLE
+
+    assert failures == [1]
+    stored = await table_rows(db, claim.workflow_id)
+    assert (len(stored["wfe_pointers"]), len(stored["wfe_subscriptions"])) == (2, 1)
+    assert (len(stored["wfe_deliveries"]), len(stored["wfe_errors"])) == (1, 1)
+
+
+async def test_the_same_prepared_commit_run_twice_changes_nothing_the_second_time(
+    sql_backend: Backend,
+) -> None:
+    store, db = sql_backend.persistence, database_of(sql_backend)
+    for release in (False, True):
+        claim, first = await claimed_workflow(sql_backend)
+        event = await store.publish_event("other", "e", "{}")
+        prepared = commits.prepare_commit(
+            full_commit(sql_backend, claim, first, event.id, release=release)
+        )
+
+        async def apply(conn: AsyncConnection, prepared: Any = prepared) -> commits.CommitResult:
+            return await commits.apply_commit(conn, db.dialect, prepared)
+
+        first_result = await db.write("commit", apply)
+        after_first = await table_rows(db, claim.workflow_id)
+        second_result = await db.write("commit again", apply)
+
+        assert await table_rows(db, claim.workflow_id) == after_first
+        assert (second_result.status, second_result.due) == (
+            first_result.status,
+            first_result.due,
+        )
+
+
+async def test_a_different_commit_under_a_released_lease_is_still_fenced_off(
+    sql_backend: Backend,
+) -> None:
+    store = sql_backend.persistence
+    claim, _ = await claimed_workflow(sql_backend)
+    released = StepCommit(
+        workflow_id=claim.workflow_id,
+        owner=claim.owner,
+        token=claim.token,
+        next_execution=0,
+        release=True,
+    )
+    await store.commit(released)
+    with pytest.raises(LeaseLost):
+        await store.commit(released)  # a new commit (a new id), not a retry of the first
+
+
+async def test_creates_publishes_and_status_changes_reconcile_after_a_lost_commit(
+    sql_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, db = sql_backend.persistence, database_of(sql_backend)
+    with commit_lost(monkeypatch, landed=True, times=3) as failures:
+        record, created = await store.create_workflow(new_workflow())
+        event = await store.publish_event("paid", "k", json.dumps({"x": 1}))
+        suspended = await store.set_status(
+            record.id, "suspend", frozenset({WorkflowStatus.RUNNABLE}), WorkflowStatus.SUSPENDED
+        )
+    assert failures == [1, 1, 1]
+    assert created and suspended.status is WorkflowStatus.SUSPENDED
+    assert event.data == {"x": 1}
+
+    async def count(conn: AsyncConnection) -> tuple[int, int, int]:
+        def n(table: sa.Table) -> Any:
+            return sa.select(sa.func.count()).select_from(table)
+
+        return (
+            (await conn.execute(n(workflows))).scalar_one(),
+            (await conn.execute(n(pointers))).scalar_one(),
+            (await conn.execute(n(events))).scalar_one(),
+        )
+
+    assert await db.read("count", count) == (1, 1, 1)
