@@ -46,6 +46,8 @@ far quicker than migrating each test's database) and drops the copy on exit.
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
 import os
 import threading
@@ -54,7 +56,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -107,16 +108,25 @@ class PostgresServer:
 
     The first test that needs one makes a migrated template database (once per
     session, named for this process); each test then gets a copy of it (or an empty
-    database, for migration tests), dropped when the test ends. The template is dropped
-    at the end of the session. Only databases this session made are ever dropped: other
-    runs may share the server.
+    database, for migration tests), dropped when the test ends. Copying and dropping
+    cost disk writes, not Python time, so they happen in two background threads: a
+    couple of copies are made ahead of the tests that will take them, and drops do not
+    hold up the next test. The template and any unused copy are dropped at the end of
+    the session. Only databases this session made are ever dropped: other runs may
+    share the server.
     """
+
+    AHEAD = 2
+    """Template copies kept ready."""
 
     def __init__(self, admin_url: str) -> None:
         self.admin_url = admin_url
         self.template: str | None = None
         self.unavailable: str | None = None
         self._lock = threading.Lock()
+        self._workers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._ready: collections.deque[concurrent.futures.Future[str]] = collections.deque()
+        self._drops: list[concurrent.futures.Future[None]] = []
 
     def url(self, database: str) -> str:
         """The URL of ``database`` on this server (the driver-less form users write)."""
@@ -124,18 +134,19 @@ class PostgresServer:
 
         return make_url(self.admin_url).set(database=database).render_as_string(False)
 
-    async def _admin(self) -> Any:
+    async def _execute(self, *statements: str) -> None:
         import asyncpg
 
-        return await asyncpg.connect(self.admin_url, timeout=5)
-
-    async def _execute(self, *statements: str) -> None:
-        conn = await self._admin()
+        conn = await asyncpg.connect(self.admin_url, timeout=5)
         try:
             for statement in statements:
                 await conn.execute(statement)
         finally:
             await conn.close()
+
+    def _run(self, *statements: str) -> None:
+        """Run statements from a worker thread (each with an event loop of its own)."""
+        asyncio.run(self._execute(*statements))
 
     async def _make_template(self, name: str) -> None:
         from wfe_postgres import open_backend
@@ -157,6 +168,9 @@ class PostgresServer:
                 try:
                     asyncio.run(self._make_template(name))
                     self.template = name
+                    self._workers = concurrent.futures.ThreadPoolExecutor(
+                        2, thread_name_prefix="wfe-test-pg"
+                    )
                 except (OSError, ImportError) as exc:
                     self.unavailable = f"no PostgreSQL at {self.admin_url}: {exc!r}"
             if self.template is None:
@@ -166,25 +180,61 @@ class PostgresServer:
                 pytest.skip(reason)
             return self.template
 
+    def _copy(self, template: str) -> str:
+        name = f"wfe_t_{uuid.uuid4().hex[:16]}"
+        self._run(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        return name
+
+    def _next_copy(self, template: str) -> concurrent.futures.Future[str]:
+        """The oldest copy under way (or a new one), and the queue topped up again."""
+        assert self._workers is not None
+        with self._lock:
+            while len(self._ready) < self.AHEAD + 1:
+                self._ready.append(self._workers.submit(self._copy, template))
+            return self._ready.popleft()
+
     @contextlib.asynccontextmanager
     async def database(self, *, migrated: bool = True) -> AsyncIterator[str]:
         """A database of its own for one test (a template copy, or empty): its URL."""
         template = await asyncio.to_thread(self._ensure_template)
-        name = f"wfe_t_{uuid.uuid4().hex[:16]}"
-        source = f' TEMPLATE "{template}"' if migrated else ""
-        await self._execute(f'CREATE DATABASE "{name}"{source}')
+        if migrated:
+            name = await asyncio.wrap_future(self._next_copy(template))
+        else:
+            name = f"wfe_t_{uuid.uuid4().hex[:16]}"
+            await self._execute(f'CREATE DATABASE "{name}"')
         try:
             yield self.url(name)
         finally:
             # FORCE: connections a test's host processes left behind do not block it.
-            await self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            self._drop_later(name)
 
-    def drop_template(self) -> None:
-        """Drop the session's template (at the end of the session)."""
+    def _drop_later(self, name: str) -> None:
+        assert self._workers is not None
+        drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
         with self._lock:
-            name, self.template = self.template, None
-        if name is not None:
-            asyncio.run(self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            self._drops.append(self._workers.submit(self._run, drop))
+
+    def finish(self) -> None:
+        """At the end of the session: finish the drops, drop unused copies and the
+        template, stop the threads."""
+        with self._lock:
+            workers, self._workers = self._workers, None
+            template, self.template = self.template, None
+            ready, drops = list(self._ready), list(self._drops)
+            self._ready.clear()
+            self._drops.clear()
+        if workers is None:
+            return
+        try:
+            for future in drops:
+                future.result()
+            names = [future.result() for future in ready]
+            if template is not None:
+                names.append(template)
+            for name in names:
+                self._run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            workers.shutdown(wait=True)
 
 
 POSTGRES = PostgresServer(
@@ -254,7 +304,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    POSTGRES.drop_template()
+    POSTGRES.finish()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

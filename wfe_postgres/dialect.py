@@ -31,6 +31,7 @@ import contextlib
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, fields
@@ -171,6 +172,9 @@ class PostgresDialect:
 
     def __init__(self, url: str | URL) -> None:
         self.url, self.options = normalize_url(url)
+        # Sent as the payload of our notifications: our own listener ignores them, as
+        # the providers wake this process directly after each notifying commit.
+        self._sender = uuid.uuid4().hex
 
     def _connect_args(self) -> dict[str, Any]:
         return {
@@ -261,11 +265,11 @@ class PostgresDialect:
 
     async def notify_work(self, conn: AsyncConnection) -> None:
         """``pg_notify`` in the transaction: delivered to listeners when it commits."""
-        await conn.execute(sa.select(sa.func.pg_notify(CHANNEL, "")))
+        await conn.execute(sa.select(sa.func.pg_notify(CHANNEL, self._sender)))
 
     async def listen(self, wake: Callable[[], None]) -> Listener | None:
         """Start the supervised LISTEN connection (see :mod:`wfe_postgres.listener`)."""
-        listener = PostgresListener(self.connect_listener, CHANNEL, wake)
+        listener = PostgresListener(self.connect_listener, CHANNEL, wake, ignore=self._sender)
         await listener.start()
         return listener
 

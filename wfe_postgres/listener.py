@@ -33,7 +33,8 @@ connection); ``TimeoutError`` is an ``OSError``."""
 
 
 class PostgresListener(Listener):
-    """Calls ``wake`` for every notification on ``channel``, and once per (re)connect."""
+    """Calls ``wake`` for every notification on ``channel`` (except those whose payload
+    is ``ignore``: this process's own), and once per reconnect."""
 
     def __init__(
         self,
@@ -41,6 +42,7 @@ class PostgresListener(Listener):
         channel: str,
         wake: Callable[[], None],
         *,
+        ignore: str | None = None,
         ping_interval: float = 10.0,
         ping_timeout: float = 5.0,
         first_backoff: float = 0.1,
@@ -49,6 +51,7 @@ class PostgresListener(Listener):
         self._connect = connect
         self._channel = channel
         self._wake = wake
+        self._ignore = ignore
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._first_backoff = first_backoff
@@ -131,8 +134,9 @@ class PostgresListener(Listener):
                 await conn.execute("SELECT 1", timeout=self._ping_timeout)
         logger.warning("LISTEN connection closed by the server, reconnecting")
 
-    def _on_notification(self, *_args: object) -> None:
-        self._wake()
+    def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload != self._ignore:
+            self._wake()
 
 
 async def _discard(conn: asyncpg.Connection) -> None:
