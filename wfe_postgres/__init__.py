@@ -28,7 +28,8 @@ def open_backend(url: str) -> Backend:
     ``statement_timeout`` (``30s``), ``lock_timeout`` (unset), ``pool_size`` (10),
     ``max_overflow`` (10), ``pool_timeout`` (30 s), ``pool_recycle`` (1800 s),
     ``pool_pre_ping`` (false: closed connections are dropped at checkout anyway) and
-    ``connect_timeout`` (10 s). Other query keys go to asyncpg (e.g. ``ssl=require``).
+    ``connect_timeout`` (10 s). asyncpg's own connection keys (e.g. ``ssl=require``) go
+    to asyncpg; any other key is refused.
 
     Raises:
         ValueError: the URL is not a PostgreSQL URL, or an option is malformed.

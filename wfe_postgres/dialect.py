@@ -28,6 +28,7 @@ Choices (see RELIABILITY.md §2, §9):
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import socket
@@ -160,7 +161,21 @@ def normalize_url(url: str | URL) -> tuple[URL, PostgresOptions]:
     options = PostgresOptions.from_query(query)
     own = [option.name for option in fields(PostgresOptions) if option.name in parsed.query]
     parsed = parsed.difference_update_query(own).set(drivername="postgresql+asyncpg")
+    unknown = sorted(set(parsed.query) - _driver_options())
+    if unknown:
+        raise ValueError(
+            f"unknown PostgreSQL URL option(s) {unknown}: wfe takes "
+            f"{[option.name for option in fields(PostgresOptions)]}, asyncpg takes "
+            f"{sorted(_driver_options())}"
+        )
     return parsed, options
+
+
+def _driver_options() -> set[str]:
+    """Query keys the engine hands on to ``asyncpg.connect`` (and SQLAlchemy's adapter)."""
+    taken = set(inspect.signature(asyncpg.connect).parameters) | {"prepared_statement_cache_size"}
+    # Ours: server_settings from the options, timeout from connect_timeout.
+    return taken - {"dsn", "loop", "connection_class", "record_class", "server_settings", "timeout"}
 
 
 class PostgresDialect:

@@ -162,6 +162,7 @@ class Database:
         *,
         urgent: bool = False,
         reconcile: Reconcile[T] | None = None,
+        retry_for: float | None = None,
     ) -> T:
         """Run ``work`` in a write transaction: committed if it returns, else rolled back;
         run again when it fails transiently (see the module's notes on retries).
@@ -177,6 +178,8 @@ class Database:
             urgent: go before waiting ordinary writers of this process (lease upkeep).
             reconcile: run first by a try that follows a COMMIT of unknown outcome;
                 a result other than ``None`` is returned instead of running ``work``.
+            retry_for: start no new try after this many seconds (at most the
+                policy's ``max_elapsed``): for writes that are useless when late.
 
         Raises:
             ProviderError: the database failed, and retrying did not help (or cannot).
@@ -191,14 +194,17 @@ class Database:
                         self._transaction(work, write=True, attempts=attempts, reconcile=reconcile)
                     )
 
-        return await self._retrying(what, attempt)
+        return await self._retrying(what, attempt, retry_for)
 
-    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def _retrying(
+        self, what: str, attempt: Callable[[], Awaitable[T]], retry_for: float | None = None
+    ) -> T:
         """Call ``attempt`` until it succeeds, fails for good, or the policy gives up."""
         policy = self.retry
+        elapsed = policy.max_elapsed if retry_for is None else min(retry_for, policy.max_elapsed)
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_transient),
-            stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_elapsed),
+            stop=stop_after_attempt(policy.attempts) | stop_after_delay(elapsed),
             wait=wait_exponential(multiplier=policy.first_wait, max=policy.max_wait)
             + wait_random(0, policy.first_wait),
             before_sleep=_log_retry(self.dialect.name, what),

@@ -87,6 +87,7 @@ class SqlLock(LockProvider):
             f"renew lock {lease.name!r}",
             lambda conn: extend_lock(conn, self._db.dialect, lease, _ms(ttl_seconds)),
             urgent=True,
+            retry_for=ttl_seconds / 4,
         )
         if renewed is None:
             raise LeaseLost(lease.name, lease.token)

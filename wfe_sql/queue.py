@@ -191,7 +191,11 @@ class SqlQueue(QueueProvider):
                 self._db.observe_time(renewed[0].db_now, started)
             return renewed
 
-        return await self._db.write("renew leases", work, urgent=True) if claims else []
+        if not claims:
+            return []
+        # A renewal retried past a fraction of the lease is too late to help: the host
+        # must learn of the failure in time to fence itself off.
+        return await self._db.write("renew leases", work, urgent=True, retry_for=lease_seconds / 4)
 
     async def release(self, claim: Claim) -> None:
         """Give the lease up and make the workflow due now; a stale claim is ignored."""

@@ -112,6 +112,7 @@ def test_urls_get_the_asyncpg_driver_and_options_leave_the_url() -> None:
         "postgresql+psycopg://db/wfe",
         "postgresql://db/wfe?pool_size=many",
         "postgresql://db/wfe?pool_pre_ping=maybe",
+        "postgresql://db/wfe?idle_timeout=5s",  # not an option (a typo must not pass)
     ):
         with pytest.raises(ValueError):
             normalize_url(bad)
