@@ -93,8 +93,15 @@ class PostgresListener(Listener):
             while True:
                 try:
                     conn = await self._connect()
-                except _LINK_ERRORS as exc:
-                    logger.warning("LISTEN connection failed, retrying in %.1fs: %r", delay, exc)
+                except Exception as exc:
+                    # Polls go on meanwhile; keep trying, and say why (with the traceback
+                    # when it is not the server being away).
+                    logger.warning(
+                        "LISTEN connection failed, retrying in %.1fs: %r",
+                        delay,
+                        exc,
+                        exc_info=not isinstance(exc, _LINK_ERRORS),
+                    )
                     self._tried.set()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self._max_backoff)

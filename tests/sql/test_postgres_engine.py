@@ -342,3 +342,29 @@ async def test_a_host_survives_the_termination_of_all_its_connections(pg_url: st
     assert killed > 0
     assert all(inst.status is WorkflowStatus.COMPLETE and inst.data.n == 3 for inst in done)
     await backend.close()
+
+
+async def test_a_listener_started_while_the_server_is_away_connects_later_and_wakes(
+    pg_url: str,
+) -> None:
+    dialect = PostgresDialect(pg_url)
+    refusals = 2
+
+    async def connect() -> Any:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            raise ConnectionRefusedError("not yet")
+        return await dialect.connect_listener()
+
+    woken = asyncio.Event()
+    listener = PostgresListener(connect, "wfe_test", woken.set, first_backoff=0.01)
+    try:
+        await listener.start()  # returns after the first refusal: polls cover meanwhile
+        assert not listener.listening
+        # Once it gets through, it wakes the host: it missed what was sent meanwhile.
+        await asyncio.wait_for(woken.wait(), 5)
+        assert listener.listening and listener.connects == 1
+    finally:
+        await listener.close()
+    assert not listener.listening
