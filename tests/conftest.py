@@ -15,7 +15,8 @@ Every test that uses one of the fixtures below runs once per selected backend (t
 test id ends in ``[memory]``, ``[sqlite]``, ...):
 
 ``backend_name``
-    the registry name of the backend under test (``"memory"``, ``"sqlite"``).
+    the registry name of the backend under test (``"memory"``, ``"sqlite"``,
+    ``"postgres"``).
 ``backend_url``
     where that backend lives for this test: a URL of a fresh database with no
     workflows in it (for SQLite a real WAL file ``wfe.db`` in ``tmp_path``, never
@@ -37,7 +38,8 @@ test id ends in ``[memory]``, ``[sqlite]``, ...):
 To add a backend, add one entry to :data:`BACKENDS`: a name mapped to a
 :class:`BackendKind` of two async factories, ``database(tmp_path)`` (an async context
 manager that sets up an empty database for one test, yields its URL and drops it
-afterwards) and ``open(url) -> Backend`` (not yet migrated). Nothing else changes:
+afterwards) and ``open(url) -> Backend`` (not yet migrated), and ``sql=True`` if the
+``tests/sql`` tests apply to it. Nothing else changes:
 every test using these fixtures picks it up. PostgreSQL's ``database`` copies a
 migrated template database made once per session (``CREATE DATABASE ... TEMPLATE``,
 far quicker than migrating each test's database) and drops the copy on exit.
