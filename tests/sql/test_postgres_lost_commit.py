@@ -20,8 +20,7 @@ from wfe_core.models import WorkflowStatus
 from wfe_core.ports.backend import Backend
 
 from .conftest import database_of
-from .support import ELIGIBLE, new_workflow
-from .test_idempotent_commit import full_commit, table_rows
+from .support import ELIGIBLE, full_commit, new_workflow, table_rows
 
 
 class CommitCutter:

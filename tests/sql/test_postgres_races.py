@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -153,9 +153,9 @@ async def test_a_commit_adding_a_subscription_during_a_publish(
     assert await is_due(pg_backend, claim.workflow_id) is locking
 
 
-async def jittered(make: Callable[[], Awaitable[Any]], rng: random.Random) -> Any:
+async def jittered(work: Awaitable[Any], rng: random.Random) -> Any:
     await asyncio.sleep(rng.uniform(0, 0.003))
-    return await make()
+    return await work
 
 
 async def test_racing_publishes_and_commits_from_two_hosts_never_lose_a_wake_up(
@@ -171,8 +171,8 @@ async def test_racing_publishes_and_commits_from_two_hosts_never_lose_a_wake_up(
             key = f"order-{i}"
             commit = subscribe(claim, key)
             await asyncio.gather(
-                jittered(lambda c=commit: committer.persistence.commit(c), rng),
-                jittered(lambda k=key: publisher.persistence.publish_event("paid", k, "{}"), rng),
+                jittered(committer.persistence.commit(commit), rng),
+                jittered(publisher.persistence.publish_event("paid", key, "{}"), rng),
             )
             claims = await publisher.queue.claim("host-b", 10, 30.0, ELIGIBLE)
             if [c.workflow_id for c in claims] != [claim.workflow_id]:

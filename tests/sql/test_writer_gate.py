@@ -5,7 +5,7 @@ import asyncio
 from wfe_sql.writer_gate import WriterGate
 
 
-async def test_urgent_waiters_go_before_ordinary_ones_and_order_is_kept():
+async def test_urgent_waiters_go_before_ordinary_ones_and_order_is_kept() -> None:
     gate, order = WriterGate(), []
 
     async def writer(name: str, urgent: bool) -> None:
@@ -24,7 +24,7 @@ async def test_urgent_waiters_go_before_ordinary_ones_and_order_is_kept():
     assert not gate.locked
 
 
-async def test_cancelled_waiters_never_leak_the_gate():
+async def test_cancelled_waiters_never_leak_the_gate() -> None:
     gate = WriterGate()
     for _ in range(50):
         async with gate.hold():
