@@ -27,8 +27,9 @@ def open_backend(url: str) -> Backend:
     ``idle_in_transaction_session_timeout`` (``10s``; keep it below the lease),
     ``statement_timeout`` (``30s``), ``lock_timeout`` (unset), ``pool_size`` (10),
     ``max_overflow`` (10), ``pool_timeout`` (30 s), ``pool_recycle`` (1800 s),
-    ``pool_pre_ping`` (false: closed connections are dropped at checkout anyway) and
-    ``connect_timeout`` (10 s). asyncpg's own connection keys (e.g. ``ssl=require``) go
+    ``pool_pre_ping`` (false: closed connections are dropped at checkout anyway),
+    ``connect_timeout`` (10 s) and ``listen`` (true; false leaves other hosts' work
+    to the poll). asyncpg's own connection keys (e.g. ``ssl=require``) go
     to asyncpg; any other key is refused.
 
     Raises:

@@ -117,6 +117,8 @@ class PostgresOptions:
     pool_recycle: float = 1800.0
     pool_pre_ping: bool = False
     connect_timeout: float = 10.0
+    listen: bool = True
+    """LISTEN for other hosts' notifications (off: learn of their work by polling)."""
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> PostgresOptions:
@@ -130,7 +132,7 @@ class PostgresOptions:
                 values[option.name] = int(raw)
             elif option.name in ("pool_timeout", "pool_recycle", "connect_timeout"):
                 values[option.name] = float(raw)
-            elif option.name == "pool_pre_ping":
+            elif option.name in ("pool_pre_ping", "listen"):
                 values[option.name] = _flag(raw)
             else:
                 values[option.name] = raw
@@ -182,11 +184,11 @@ class PostgresDialect:
     """The PostgreSQL half of :class:`wfe_sql.dialect.SqlDialect`."""
 
     name = "postgresql"
-    supports_notify = True
     migration_batch_mode = False
 
     def __init__(self, url: str | URL) -> None:
         self.url, self.options = normalize_url(url)
+        self.supports_notify = self.options.listen
         # Sent as the payload of our notifications: our own listener ignores them, as
         # the providers wake this process directly after each notifying commit.
         self._sender = uuid.uuid4().hex

@@ -102,6 +102,7 @@ def test_urls_get_the_asyncpg_driver_and_options_leave_the_url() -> None:
     )
     assert dict(url.query) == {"ssl": "prefer"}  # for asyncpg; ours are taken out
     assert (options.pool_size, options.max_overflow, options.pool_pre_ping) == (3, 0, True)
+    assert options.listen and not normalize_url("postgresql://db/wfe?listen=false")[1].listen
     assert options.server_settings() == {
         "application_name": "wfe:web-1",
         "idle_in_transaction_session_timeout": "10s",
@@ -368,3 +369,14 @@ async def test_a_listener_started_while_the_server_is_away_connects_later_and_wa
     finally:
         await listener.close()
     assert not listener.listening
+
+
+async def test_listening_can_be_turned_off(pg_url: str) -> None:
+    backend = open_backend(with_query(pg_url, listen="false"))
+    try:
+        assert backend.queue.supports_notify is False
+        await backend.queue.claim("host", 1, 30.0, ELIGIBLE)
+        await backend.queue.wait_for_work(0)
+        assert database_of(backend)._listener is None
+    finally:
+        await backend.close()
