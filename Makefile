@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-WFE_TEST_DB ?= memory,sqlite
+WFE_TEST_DB ?= memory,sqlite,postgres
 
 .PHONY: setup demo test lint typecheck check clean
 
@@ -22,7 +22,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check wfe wfe_core wfe_sql wfe_sqlite
+	$(BIN)/ruff format --check wfe wfe_core wfe_sql wfe_sqlite wfe_postgres
 
 typecheck: setup
 	$(BIN)/mypy

@@ -19,7 +19,8 @@ from .procs import HostProc, read_history, wait_until
 pytestmark = [pytest.mark.multiproc, pytest.mark.timeout(60)]
 
 HOSTS = 3
-WORKFLOWS = 150  # more than one host's max_concurrent_workflows (100): work must spread
+WORKFLOWS = 300
+"""Several hundred: more than one host's max_concurrent_workflows (100), so work spreads."""
 LEASE = 30.0
 """The engine's default. No faults here, so no lease may run out: under heavy machine
 load a host's renewals can wait seconds behind its own commits (see
