@@ -50,6 +50,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from wfe_postgres.listener import PostgresListener
 from wfe_sql.dialect import Listener
+from wfe_sql.on_conflict import OnConflictInserts
 
 logger = logging.getLogger(__name__)
 
@@ -180,11 +181,12 @@ def _driver_options() -> set[str]:
     return taken - {"dsn", "loop", "connection_class", "record_class", "server_settings", "timeout"}
 
 
-class PostgresDialect:
+class PostgresDialect(OnConflictInserts):
     """The PostgreSQL half of :class:`wfe_sql.dialect.SqlDialect`."""
 
     name = "postgresql"
     migration_batch_mode = False
+    insert_construct = staticmethod(pg_insert)
 
     def __init__(self, url: str | URL) -> None:
         self.url, self.options = normalize_url(url)
@@ -225,25 +227,6 @@ class PostgresDialect:
     def now_ms(self) -> sa.ColumnElement[int]:
         """``statement_timestamp()`` as epoch milliseconds (fixed within one statement)."""
         return sa.literal_column(_NOW_MS, type_=sa.BigInteger)
-
-    def insert_ignore(self, table: sa.Table, values: Mapping[str, Any]) -> sa.Insert:
-        """``INSERT ... ON CONFLICT DO NOTHING``."""
-        return pg_insert(table).values(dict(values)).on_conflict_do_nothing()
-
-    def upsert(
-        self,
-        table: sa.Table,
-        values: Mapping[str, Any],
-        conflict_columns: Sequence[str],
-        update: Mapping[str, Any],
-        where: sa.ColumnElement[bool] | None = None,
-    ) -> sa.Insert:
-        """``INSERT ... ON CONFLICT (cols) DO UPDATE SET ... [WHERE ...]``."""
-        return (
-            pg_insert(table)
-            .values(dict(values))
-            .on_conflict_do_update(index_elements=list(conflict_columns), set_=update, where=where)
-        )
 
     async def lock_event_keys(self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
         """``pg_advisory_xact_lock`` per (event name, key), released at commit."""

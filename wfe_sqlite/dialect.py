@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -47,6 +47,7 @@ from tenacity import (
 
 from wfe_core.errors import ProviderError
 from wfe_sql.dialect import Listener
+from wfe_sql.on_conflict import OnConflictInserts
 from wfe_sql.writer_gate import WriterGate
 
 logger = logging.getLogger(__name__)
@@ -101,11 +102,12 @@ def normalize_url(url: str | URL) -> tuple[URL, str]:
     return parsed, synchronous
 
 
-class SqliteDialect:
+class SqliteDialect(OnConflictInserts):
     """The SQLite half of :class:`wfe_sql.dialect.SqlDialect`."""
 
     name = "sqlite"
     supports_notify = False
+    insert_construct = staticmethod(sqlite_insert)
     migration_batch_mode = True
 
     def __init__(
@@ -153,25 +155,6 @@ class SqliteDialect:
     def now_ms(self) -> sa.ColumnElement[int]:
         """``julianday('now')`` as epoch milliseconds (fixed within one statement)."""
         return sa.literal_column(_NOW_MS, type_=sa.BigInteger)
-
-    def insert_ignore(self, table: sa.Table, values: Mapping[str, Any]) -> sa.Insert:
-        """``INSERT ... ON CONFLICT DO NOTHING``."""
-        return sqlite_insert(table).values(dict(values)).on_conflict_do_nothing()
-
-    def upsert(
-        self,
-        table: sa.Table,
-        values: Mapping[str, Any],
-        conflict_columns: Sequence[str],
-        update: Mapping[str, Any],
-        where: sa.ColumnElement[bool] | None = None,
-    ) -> sa.Insert:
-        """``INSERT ... ON CONFLICT (cols) DO UPDATE SET ... [WHERE ...]``."""
-        return (
-            sqlite_insert(table)
-            .values(dict(values))
-            .on_conflict_do_update(index_elements=list(conflict_columns), set_=update, where=where)
-        )
 
     async def lock_event_keys(self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
         """Nothing to do: write transactions already run one at a time."""
