@@ -39,6 +39,9 @@ class WorkflowHost(WorkflowClient):
         poll_interval: seconds between polls when idle (wake-ups make it faster).
         max_concurrent_workflows: workflows this host runs at once.
         auto_migrate: apply schema migrations at start.
+        max_recovery_attempts: a workflow whose hosts died more than this many times in
+            a row while running it (a step that crashes its process) is FAILED with the
+            reason instead of crashing hosts forever; ``None`` disables the check.
         cleanup_ttl: when set, finished workflows older than this are purged
             periodically (one host at a time, under a lock).
         log_events: log every lifecycle event through ``logging`` (logger ``wfe.events``).
@@ -53,6 +56,7 @@ class WorkflowHost(WorkflowClient):
         max_concurrent_workflows: int = 100,
         auto_migrate: bool = True,
         default_retry: RetryPolicy = DEFAULT_RETRY,
+        max_recovery_attempts: int | None = 5,
         cleanup_ttl: timedelta | None = None,
         cleanup_interval: float = 300.0,
         log_events: bool = True,
@@ -80,6 +84,7 @@ class WorkflowHost(WorkflowClient):
             start_child=self._start_child,
             default_retry=default_retry,
             on_finished=self._finished,
+            max_recovery_attempts=max_recovery_attempts,
         )
         self._worker = Worker(
             backend,

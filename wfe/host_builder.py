@@ -69,6 +69,10 @@ class WorkflowHostBuilder:
         self._options["max_concurrent_workflows"] = n
         return self
 
+    def max_recovery_attempts(self, n: int | None) -> WorkflowHostBuilder:
+        self._options["max_recovery_attempts"] = n
+        return self
+
     def auto_migrate(self, enabled: bool) -> WorkflowHostBuilder:
         self._options["auto_migrate"] = enabled
         return self

@@ -116,7 +116,12 @@ def prepare_commit(commit: StepCommit) -> PreparedCommit:
 
 def _workflow_changes(dialect: SqlDialect, commit: StepCommit, commit_id: str) -> dict[str, Any]:
     """The workflow-row assignments of a step commit."""
-    values: dict[str, Any] = {"next_execution": commit.next_execution, "last_commit": commit_id}
+    # A commit is progress: the crash-loop count starts over (see WorkflowStore.commit).
+    values: dict[str, Any] = {
+        "next_execution": commit.next_execution,
+        "last_commit": commit_id,
+        "recoveries": 0,
+    }
     if commit.data is not None:
         values["data"] = commit.data
     if commit.error is not None:

@@ -172,6 +172,7 @@ class ProviderModel(RuleBasedStateMachine):
             return
         assert allowed and w is not None, f"a stale commit got through: {claim}"
         w.commits += 1
+        w.recoveries = 0  # a commit is progress: the crash-loop count starts over
         w.next_execution = commit.next_execution
         if then == "finish":
             w.finished_at, w.next_execution = self.now, None

@@ -111,6 +111,18 @@ async def test_an_expired_lease_is_recovered_by_another_host(backend: Backend) -
     assert await store.commit(commit_for(new, data="{}")) is WorkflowStatus.RUNNABLE
 
 
+async def test_a_commit_starts_the_crash_loop_count_over(backend: Backend) -> None:
+    record = await create(backend)
+    await claim_only(backend, record.id, "host-a", lease=SHORT_LEASE)
+    await asyncio.sleep(PAST_SHORT_LEASE)
+    recovered = await claim_only(backend, record.id, "host-b", lease=SHORT_LEASE)
+    assert recovered.recoveries == 1
+    await backend.persistence.commit(commit_for(recovered, next_execution=0))
+    assert (await backend.persistence.get_workflow(record.id)).recoveries == 0
+    await asyncio.sleep(PAST_SHORT_LEASE)
+    assert (await claim_only(backend, record.id, "host-c")).recoveries == 1
+
+
 async def test_renew_extends_only_leases_still_held(backend: Backend) -> None:
     kept_record = await create(backend)
     kept = await claim_only(backend, kept_record.id, "host-a", lease=SHORT_LEASE)

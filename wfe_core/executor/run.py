@@ -54,6 +54,7 @@ class RunServices:
     default_retry: RetryPolicy = DEFAULT_RETRY
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     on_finished: Callable[[str], None] | None = None
+    max_recovery_attempts: int | None = 5
 
 
 class WorkflowRun:
@@ -115,6 +116,8 @@ class WorkflowRun:
                 return
             if not self.pointers:
                 self._genesis()
+            if await self._crash_looping():
+                return
             await self._deliver_events()
             await self._loop()
             if not self.released:
@@ -122,6 +125,22 @@ class WorkflowRun:
         except BaseException:
             await self._cancel_tasks()
             raise
+
+    async def _crash_looping(self) -> bool:
+        """Fail a workflow whose hosts keep dying while they run it (poison step)."""
+        limit = self.services.max_recovery_attempts
+        if limit is None or self.claim.recoveries <= limit:
+            return False
+        now = self.now()
+        steps = sorted({p.step_name for p in self.pointers.values() if plan.is_ready(p, now)})
+        message = (
+            f"exceeded {limit} recovery attempts: its host died {self.claim.recoveries} "
+            f"times in a row while running step(s) {', '.join(map(repr, steps))}"
+        )
+        log.error("failing workflow %s: %s", self.workflow_id, message)
+        self.halted = True
+        await self.commit(Transition(status=WorkflowStatus.FAILED, error=message))
+        return True
 
     def _genesis(self) -> None:
         """A new workflow's first pointers, written with its first commit."""

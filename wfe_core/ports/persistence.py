@@ -58,11 +58,14 @@ class WorkflowStore(Protocol):
         Writes data, status, error, next_execution (``complete_time`` is set by the
         store's clock when the status becomes finished), inserts and updates pointers,
         subscriptions, deliveries and error records, and clears the lease when
-        ``commit.release``. The condition is: token and owner match and the status is
-        RUNNABLE or SUSPENDED. Returns the status after the write (a SUSPENDED result
-        tells the executor to stop scheduling new steps). Raises ``LeaseLost`` when the
-        condition fails; then nothing is written. A repeated delivery of the same event
-        to the same workflow violates a unique key and raises ``ProviderError``.
+        ``commit.release``. It resets ``recoveries`` to 0: the workflow made progress,
+        so only consecutive crashes count towards crash-loop protection.
+
+        The condition is: token and owner match and the status is RUNNABLE or
+        SUSPENDED. Returns the status after the write (a SUSPENDED result tells the
+        executor to stop scheduling new steps). Raises ``LeaseLost`` when the condition
+        fails; then nothing is written. A repeated delivery of the same event to the
+        same workflow violates a unique key and raises ``ProviderError``.
         """
         ...
 

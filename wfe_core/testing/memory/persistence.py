@@ -313,6 +313,7 @@ class MemoryPersistence(PersistenceProvider):
 
     def _write_record(self, record: WorkflowRecord, commit: StepCommit) -> None:
         now = self.state.now_ms()
+        record.recoveries = 0  # progress: the crash-loop count starts over
         if commit.data is not None:
             record.data = commit.data
         # RUNNABLE (or no status) keeps the stored status, so that a suspension made
