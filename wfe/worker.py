@@ -52,6 +52,8 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._claiming = False
         self._timers: list[asyncio.TimerHandle] = []
+        self._suspect: str | None = None  # a recovered workflow running alone
+        self._draining = False  # waiting for runs to finish so a suspect can run alone
 
     def start(self) -> None:
         self._claiming = True
@@ -83,27 +85,61 @@ class Worker:
     async def _poll(self) -> None:
         queue = self.backend.queue
         while self._claiming:
-            free = self.options.max_concurrent_workflows - len(self.runs)
-            eligible = self.eligible()
-            claimed = 0
-            if free > 0 and eligible:
-                try:
-                    claims = await queue.claim(
-                        self.owner,
-                        min(free, self.options.claim_batch),
-                        self.options.lease,
-                        eligible,
-                    )
-                except ProviderError as exc:
-                    log.warning("claiming failed, retrying after the poll interval: %s", exc)
-                    claims = []
-                for claim in claims:
-                    if claim.workflow_id not in self.runs:
-                        self._spawn(claim)
-                claimed = len(claims)
-            if claimed and claimed == min(free, self.options.claim_batch):
+            claims = await self._claim() if self._may_claim() else []
+            if claims:
+                await self._dispatch(claims)
+            if claims and len(claims) == self._batch_size():
                 continue  # a full batch: there is probably more
             await queue.wait_for_work(self.options.poll_interval)
+
+    def _batch_size(self) -> int:
+        free = self.options.max_concurrent_workflows - len(self.runs)
+        return max(0, min(free, self.options.claim_batch))
+
+    def _may_claim(self) -> bool:
+        """Not while a suspect runs alone, nor while runs drain to make room for one."""
+        if self._suspect is not None or (self._draining and self.runs):
+            return False
+        self._draining = False
+        return self._batch_size() > 0 and bool(self.eligible())
+
+    async def _claim(self) -> list[Claim]:
+        try:
+            return await self.backend.queue.claim(
+                self.owner, self._batch_size(), self.options.lease, self.eligible()
+            )
+        except ProviderError as exc:
+            log.warning("claiming failed, retrying after the poll interval: %s", exc)
+            return []
+
+    async def _dispatch(self, claims: list[Claim]) -> None:
+        """Run the claims; a suspect (its last host died holding it) runs alone.
+
+        A poison step that kills its process would otherwise take down every workflow
+        the host holds and count against all of them. A suspect runs only on a host
+        that holds nothing else; the other claims go back at once (no recovery counted).
+        """
+        suspects = [c for c in claims if c.recoveries > 0]
+        if not suspects:
+            for claim in claims:
+                if claim.workflow_id not in self.runs:
+                    self._spawn(claim)
+            return
+        keep = suspects[0] if not self.runs else None
+        for claim in claims:
+            if claim is not keep:
+                await self._release(claim)
+        if keep is None:
+            self._draining = True
+            log.info(
+                "a recovered workflow is waiting to run alone; draining %d runs", len(self.runs)
+            )
+            return
+        log.info(
+            "running recovered workflow %s alone (recovery %d)", keep.workflow_id, keep.recoveries
+        )
+        self._suspect = keep.workflow_id
+        self._spawn(keep)
 
     def _spawn(self, claim: Claim) -> None:
         run = WorkflowRun(claim, self.resolve, self.services)
@@ -133,6 +169,8 @@ class Worker:
             )
         finally:
             self.runs.pop(claim.workflow_id, None)
+            if self._suspect == claim.workflow_id:
+                self._suspect = None
             self.backend.queue.wake()
 
     async def _release(self, claim: Claim) -> None:

@@ -17,8 +17,7 @@ from .procs import HostProc
 def db_url(backend_name: str, backend_url: str) -> str:
     """The backend under test's URL; in-memory stores cannot be shared by processes."""
     if backend_name == "memory":
-        pytest.skip("the in-memory store lives inside one process; "
-                    "host processes cannot share it")
+        pytest.skip("the in-memory store lives inside one process; host processes cannot share it")
     return backend_url
 
 

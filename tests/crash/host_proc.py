@@ -8,7 +8,8 @@ Run with the repository root as the working directory::
 It registers two chain workflows whose steps each add 1 to ``data.n``:
 
 * ``crashflow``: steps s1..s5;
-* ``multiflow``: steps s1..s3.
+* ``multiflow``: steps s1..s3;
+* ``poisonflow``: one step that kills its own process every time it runs.
 
 Every step body appends a JSON line to the history file when it starts and just before
 it returns (``{"host": pid, "step": name, "event": "start"|"end", "attempt": n,
@@ -76,9 +77,18 @@ class Counter(BaseModel):
 class Behaviour:
     """What the steps do besides counting; set from the command line."""
 
-    def __init__(self, history: str, inflight: InflightCounter, *, hold_step: str | None,
-                 slow_step: str | None, slow_seconds: float, block_step: str | None,
-                 release_file: str | None, step_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        history: str,
+        inflight: InflightCounter,
+        *,
+        hold_step: str | None,
+        slow_step: str | None,
+        slow_seconds: float,
+        block_step: str | None,
+        release_file: str | None,
+        step_delay: float = 0.0,
+    ) -> None:
         self.history = history
         self.inflight = inflight
         self.hold_step = hold_step
@@ -92,12 +102,26 @@ class Behaviour:
         """Lifecycle subscriber: a StepCompleted is published only after its commit
         landed, so a "committed" line proves the step must never start again."""
         if isinstance(event, StepCompleted):
-            self.write({"host": os.getpid(), "step": event.step_name, "event": "committed",
-                        "attempt": event.attempt, "wf": event.workflow_id})
+            self.write(
+                {
+                    "host": os.getpid(),
+                    "step": event.step_name,
+                    "event": "committed",
+                    "attempt": event.attempt,
+                    "wf": event.workflow_id,
+                }
+            )
 
     def record(self, ctx: StepContext[Counter], event: str) -> None:
-        self.write({"host": os.getpid(), "step": ctx.step_name, "event": event,
-                    "attempt": ctx.attempt, "wf": ctx.workflow_id})
+        self.write(
+            {
+                "host": os.getpid(),
+                "step": ctx.step_name,
+                "event": event,
+                "attempt": ctx.attempt,
+                "wf": ctx.workflow_id,
+            }
+        )
 
     def write(self, fields: dict[str, Any]) -> None:
         line = json.dumps(fields)
@@ -140,8 +164,9 @@ def block_until_exists(path: str) -> None:
         time.sleep(0.01)
 
 
-def chain(definition_id: str, steps: tuple[str, ...],
-          body: Callable[..., Any]) -> WorkflowDefinition:
+def chain(
+    definition_id: str, steps: tuple[str, ...], body: Callable[..., Any]
+) -> WorkflowDefinition:
     """A chain of ``body`` under the step names ``steps``, on :class:`Counter` data."""
     builder = WorkflowBuilder(definition_id, version=1, data=Counter)
     builder = builder.start_with(body, name=steps[0])
@@ -194,8 +219,12 @@ class InflightCounter:
                 self.add(-1)
                 took = time.monotonic() - started
                 if took > self.slow_call:
-                    log.warning("slow backend call: %s took %.2fs (%d in progress)",
-                                method.__qualname__, took, self.value)
+                    log.warning(
+                        "slow backend call: %s took %.2fs (%d in progress)",
+                        method.__qualname__,
+                        took,
+                        self.value,
+                    )
 
         return counted
 
@@ -227,6 +256,12 @@ async def exit_when_orphaned(parent: int) -> None:
     os._exit(3)
 
 
+async def poison_step(ctx: StepContext[Counter]) -> None:
+    """A step that kills its own process every time it runs (a poison workflow)."""
+    log.warning("poison step of %s: exiting the process", ctx.workflow_id)
+    os._exit(1)
+
+
 def step_name(number: int | None) -> str | None:
     return None if number is None else f"s{number}"
 
@@ -237,26 +272,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--history", required=True, help="JSON-lines file of step starts/ends")
     parser.add_argument("--lease", type=float, required=True, help="lease in seconds")
     parser.add_argument("--poll", type=float, required=True, help="poll interval in seconds")
-    parser.add_argument("--hold-step", type=int, default=None,
-                        help="crashflow step number that blocks forever after starting")
-    parser.add_argument("--slow-step", type=int, default=None,
-                        help="crashflow step number that sleeps --slow-seconds")
+    parser.add_argument(
+        "--hold-step",
+        type=int,
+        default=None,
+        help="crashflow step number that blocks forever after starting",
+    )
+    parser.add_argument(
+        "--slow-step",
+        type=int,
+        default=None,
+        help="crashflow step number that sleeps --slow-seconds",
+    )
     parser.add_argument("--slow-seconds", type=float, default=2.0)
-    parser.add_argument("--block-step", type=int, default=None,
-                        help="crashflow step number that blocks the event loop")
-    parser.add_argument("--release-file", default=None,
-                        help="the blocked step goes on once this file exists")
-    parser.add_argument("--step-delay", type=float, default=0.0,
-                        help="multiflow steps sleep a random 0..this many seconds")
-    parser.add_argument("--inflight", default=None,
-                        help="file counting this process's backend calls in progress")
+    parser.add_argument(
+        "--block-step",
+        type=int,
+        default=None,
+        help="crashflow step number that blocks the event loop",
+    )
+    parser.add_argument(
+        "--release-file", default=None, help="the blocked step goes on once this file exists"
+    )
+    parser.add_argument(
+        "--max-recoveries", type=int, default=5, help="the host's max_recovery_attempts"
+    )
+    parser.add_argument(
+        "--step-delay",
+        type=float,
+        default=0.0,
+        help="multiflow steps sleep a random 0..this many seconds",
+    )
+    parser.add_argument(
+        "--inflight", default=None, help="file counting this process's backend calls in progress"
+    )
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
     inflight = InflightCounter(args.inflight, slow_call=args.lease / 3)
     behaviour = Behaviour(
-        args.history, inflight,
+        args.history,
+        inflight,
         hold_step=step_name(args.hold_step),
         slow_step=step_name(args.slow_step),
         slow_seconds=args.slow_seconds,
@@ -264,8 +321,13 @@ async def serve(args: argparse.Namespace) -> None:
         release_file=args.release_file,
         step_delay=args.step_delay,
     )
-    host = WorkflowHost.from_url(args.db, lease=args.lease, poll_interval=args.poll,
-                                 log_events=False)
+    host = WorkflowHost.from_url(
+        args.db,
+        lease=args.lease,
+        poll_interval=args.poll,
+        log_events=False,
+        max_recovery_attempts=args.max_recoveries,
+    )
     backend = host.backend
     log_fenced_commits(backend.persistence)
     inflight.instrument(backend.persistence)
@@ -283,6 +345,7 @@ async def serve(args: argparse.Namespace) -> None:
     orphan_watch = asyncio.create_task(exit_when_orphaned(os.getppid()))
     host.register(chain("crashflow", CRASHFLOW_STEPS, behaviour.step))
     host.register(chain("multiflow", MULTIFLOW_STEPS, behaviour.step))
+    host.register(chain("poisonflow", ("poison",), poison_step))
     try:
         await host.start()
         log.info("host %s (pid %d) started on %s", host.host_id, os.getpid(), args.db)
@@ -296,8 +359,11 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
+    )
     asyncio.run(serve(parse_args(argv)))
     return 0
 

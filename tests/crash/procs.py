@@ -63,8 +63,20 @@ class HostProc:
     ) -> HostProc:
         """Spawn a host and wait for its ``READY``; ``registry`` (the test's cleanup
         list) gets it before anything can fail, so it is killed whatever happens."""
-        args = [sys.executable, "-m", "tests.crash.host_proc", "--db", db,
-                "--history", str(history), "--lease", str(lease), "--poll", str(poll), *extra]
+        args = [
+            sys.executable,
+            "-m",
+            "tests.crash.host_proc",
+            "--db",
+            db,
+            "--history",
+            str(history),
+            "--lease",
+            str(lease),
+            "--poll",
+            str(poll),
+            *extra,
+        ]
         host = cls(name, args, log_dir / f"{name}.stderr.log")
         if registry is not None:
             registry.append(host)
@@ -74,9 +86,14 @@ class HostProc:
 
     def _spawn(self) -> None:
         with open(self.log_path, "wb") as stderr:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(self.args, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.PIPE, stderr=stderr,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.args,
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
+            )
 
     async def _await_ready(self, timeout: float) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -88,8 +105,9 @@ class HostProc:
             if readable:
                 chunk = os.read(fd, 4096)
                 if not chunk:
-                    raise AssertionError(f"{self.name} exited before READY "
-                                         f"(rc={self.proc.wait()}):\n{self.stderr()}")
+                    raise AssertionError(
+                        f"{self.name} exited before READY (rc={self.proc.wait()}):\n{self.stderr()}"
+                    )
                 seen += chunk
                 continue
             if time.monotonic() > deadline:
@@ -116,8 +134,11 @@ class HostProc:
         """The exit code, once the process has exited within ``timeout`` seconds."""
         assert self.proc is not None
         proc = self.proc
-        await wait_until(lambda: proc.poll() is not None, timeout,
-                         f"{self.name} still running after {timeout:g}s")
+        await wait_until(
+            lambda: proc.poll() is not None,
+            timeout,
+            f"{self.name} still running after {timeout:g}s",
+        )
         return proc.returncode
 
     def cleanup(self) -> None:
@@ -151,21 +172,23 @@ def process_state(pid: int) -> str:
 async def pause(host: HostProc) -> None:
     """SIGSTOP the host's process group and wait until the kernel reports it stopped."""
     os.killpg(host.pid, signal.SIGSTOP)
-    await wait_until(lambda: process_state(host.pid) in ("T", "t", ""), 5.0,
-                     f"{host.name} did not stop")
+    await wait_until(
+        lambda: process_state(host.pid) in ("T", "t", ""), 5.0, f"{host.name} did not stop"
+    )
     assert process_state(host.pid), f"{host.name} died instead of stopping:\n{host.stderr()}"
 
 
 async def resume(host: HostProc) -> None:
     """SIGCONT the host's process group and wait until it runs again."""
     os.killpg(host.pid, signal.SIGCONT)
-    await wait_until(lambda: process_state(host.pid) not in ("T", "t"), 5.0,
-                     f"{host.name} did not continue")
+    await wait_until(
+        lambda: process_state(host.pid) not in ("T", "t"), 5.0, f"{host.name} did not continue"
+    )
 
 
 def read_inflight(path: Path) -> int:
     """The number of backend calls in progress in a host started with ``--inflight``."""
-    (value,) = struct.unpack(INFLIGHT_FORMAT, path.read_bytes()[:struct.calcsize(INFLIGHT_FORMAT)])
+    (value,) = struct.unpack(INFLIGHT_FORMAT, path.read_bytes()[: struct.calcsize(INFLIGHT_FORMAT)])
     return int(value)
 
 
@@ -183,8 +206,7 @@ async def pause_quiescent(host: HostProc, inflight: Path, attempts: int = 200) -
             return
         await resume(host)
         await asyncio.sleep(0.005)
-    raise AssertionError(f"{host.name} never paused outside a backend call "
-                         f"in {attempts} attempts")
+    raise AssertionError(f"{host.name} never paused outside a backend call in {attempts} attempts")
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:

@@ -31,8 +31,9 @@ async def snapshot(client: WorkflowClient, workflow_id: str) -> tuple[object, ob
     return record.model_dump(), [p.model_dump() for p in pointers]
 
 
-async def assert_keeps_serving(a: HostProc, b: HostProc, client: WorkflowClient,
-                               history: Path) -> None:
+async def assert_keeps_serving(
+    a: HostProc, b: HostProc, client: WorkflowClient, history: Path
+) -> None:
     """After losing a lease A still works: with B stopped, A runs a new workflow."""
     b.signal_group(signal.SIGTERM)
     assert await b.wait_exit(15) == 0, b.stderr()
@@ -44,7 +45,10 @@ async def assert_keeps_serving(a: HostProc, b: HostProc, client: WorkflowClient,
 
 
 async def test_paused_owner_is_fenced_off_after_takeover(
-    db_url: str, history: Path, tmp_path: Path, host_procs: list[HostProc],
+    db_url: str,
+    history: Path,
+    tmp_path: Path,
+    host_procs: list[HostProc],
     client: WorkflowClient,
 ) -> None:
     """SIGSTOP A in the middle of s3 for longer than its lease; B takes the workflow
@@ -53,31 +57,55 @@ async def test_paused_owner_is_fenced_off_after_takeover(
     covered by the next test) and must not change anything B committed."""
     inflight = tmp_path / "host-a.inflight"
     a = await HostProc.start(
-        "host-a", db=db_url, history=history, lease=LEASE, poll=POLL, log_dir=tmp_path,
-        extra=["--slow-step", "3", "--slow-seconds", str(SLOW_SECONDS),
-               "--inflight", str(inflight)],
-        registry=host_procs)
+        "host-a",
+        db=db_url,
+        history=history,
+        lease=LEASE,
+        poll=POLL,
+        log_dir=tmp_path,
+        extra=[
+            "--slow-step",
+            "3",
+            "--slow-seconds",
+            str(SLOW_SECONDS),
+            "--inflight",
+            str(inflight),
+        ],
+        registry=host_procs,
+    )
     wid = await client.start_workflow("crashflow", {"n": 0})
 
     def a_in_s3() -> bool:
-        return any(r["wf"] == wid and r["step"] == "s3" and r["event"] == "start"
-                   for r in read_history(history))
+        return any(
+            r["wf"] == wid and r["step"] == "s3" and r["event"] == "start"
+            for r in read_history(history)
+        )
 
     await wait_until(a_in_s3, 20, "host A starts s3")
     await pause_quiescent(a, inflight)
-    assert not any(r["step"] == "s3" and r["event"] == "end" for r in read_history(history)), \
+    assert not any(r["step"] == "s3" and r["event"] == "end" for r in read_history(history)), (
         "A was paused after finishing s3's body: the test would not exercise fencing"
+    )
     token_a = (await client.backend.persistence.get_workflow(wid)).lease_token
 
     # A's lease runs out while it is frozen; B claims the workflow and finishes it.
     async def lease_expired() -> bool:
         record = await client.backend.persistence.get_workflow(wid)
-        return record.lease_expires_at is not None and \
-            record.lease_expires_at < client.backend.persistence.now_ms()
+        return (
+            record.lease_expires_at is not None
+            and record.lease_expires_at < client.backend.persistence.now_ms()
+        )
 
     await wait_until(lease_expired, 10, "A's lease expires")
-    b = await HostProc.start("host-b", db=db_url, history=history, lease=LEASE, poll=POLL,
-                             log_dir=tmp_path, registry=host_procs)
+    b = await HostProc.start(
+        "host-b",
+        db=db_url,
+        history=history,
+        lease=LEASE,
+        poll=POLL,
+        log_dir=tmp_path,
+        registry=host_procs,
+    )
     done = await client.wait_for_completion(wid, timeout=30, data_type=Counter)
     assert done.status is WorkflowStatus.COMPLETE, done.error
     assert done.data.n == 5
@@ -98,8 +126,13 @@ async def test_paused_owner_is_fenced_off_after_takeover(
 
     records = read_history(history)
     starts = tally(records, "start", wid)
-    assert starts == {(wid, "s1"): 1, (wid, "s2"): 1, (wid, "s3"): 2,
-                      (wid, "s4"): 1, (wid, "s5"): 1}, records
+    assert starts == {
+        (wid, "s1"): 1,
+        (wid, "s2"): 1,
+        (wid, "s3"): 2,
+        (wid, "s4"): 1,
+        (wid, "s5"): 1,
+    }, records
     s3_hosts = [r["host"] for r in records if r["step"] == "s3" and r["event"] == "start"]
     assert s3_hosts == [a.pid, b.pid]
     assert all(r["host"] == b.pid for r in records if r["step"] in ("s4", "s5"))
@@ -108,7 +141,10 @@ async def test_paused_owner_is_fenced_off_after_takeover(
 
 
 async def test_owner_frozen_past_its_lease_cannot_commit_over_new_owner(
-    db_url: str, history: Path, tmp_path: Path, host_procs: list[HostProc],
+    db_url: str,
+    history: Path,
+    tmp_path: Path,
+    host_procs: list[HostProc],
     client: WorkflowClient,
 ) -> None:
     """The commit path of fencing: A's s3 body freezes A's whole event loop (no lease
@@ -116,15 +152,30 @@ async def test_owner_frozen_past_its_lease_cannot_commit_over_new_owner(
     body returns and A commits s3 with its stale token. The store must refuse it."""
     release = tmp_path / "release-a"
     a = await HostProc.start(
-        "host-a", db=db_url, history=history, lease=LEASE, poll=POLL, log_dir=tmp_path,
-        extra=["--block-step", "3", "--release-file", str(release)], registry=host_procs)
+        "host-a",
+        db=db_url,
+        history=history,
+        lease=LEASE,
+        poll=POLL,
+        log_dir=tmp_path,
+        extra=["--block-step", "3", "--release-file", str(release)],
+        registry=host_procs,
+    )
     wid = await client.start_workflow("crashflow", {"n": 0})
-    await wait_until(lambda: "blocking the event loop" in a.stderr(), 20,
-                     "host A freezes its event loop in s3")
+    await wait_until(
+        lambda: "blocking the event loop" in a.stderr(), 20, "host A freezes its event loop in s3"
+    )
     token_a = (await client.backend.persistence.get_workflow(wid)).lease_token
 
-    b = await HostProc.start("host-b", db=db_url, history=history, lease=LEASE, poll=POLL,
-                             log_dir=tmp_path, registry=host_procs)
+    b = await HostProc.start(
+        "host-b",
+        db=db_url,
+        history=history,
+        lease=LEASE,
+        poll=POLL,
+        log_dir=tmp_path,
+        registry=host_procs,
+    )
     done = await client.wait_for_completion(wid, timeout=30, data_type=Counter)
     assert done.status is WorkflowStatus.COMPLETE, done.error
     assert done.data.n == 5
@@ -133,8 +184,9 @@ async def test_owner_frozen_past_its_lease_cannot_commit_over_new_owner(
 
     release.touch()
     await wait_until(lambda: "event loop released" in a.stderr(), 10, "A's loop runs again")
-    await wait_until(lambda: "commit fenced off" in a.stderr(), 10,
-                     "the store refuses A's commit of s3")
+    await wait_until(
+        lambda: "commit fenced off" in a.stderr(), 10, "the store refuses A's commit of s3"
+    )
     fenced = f"lease lost, abandoning workflow {wid}"
     await wait_until(lambda: fenced in a.stderr(), 10, f"A logs {fenced!r}")
     await asyncio.sleep(SETTLE_SECONDS)  # room for any other late write by A to land
@@ -143,10 +195,17 @@ async def test_owner_frozen_past_its_lease_cannot_commit_over_new_owner(
     assert after == before, "the fenced-off host changed the workflow after B finished it"
     await assert_one_complete_pointer_per_step(client, wid, CRASHFLOW_STEPS)
     records = read_history(history)
-    assert tally(records, "start", wid) == {(wid, "s1"): 1, (wid, "s2"): 1, (wid, "s3"): 2,
-                                            (wid, "s4"): 1, (wid, "s5"): 1}, records
+    assert tally(records, "start", wid) == {
+        (wid, "s1"): 1,
+        (wid, "s2"): 1,
+        (wid, "s3"): 2,
+        (wid, "s4"): 1,
+        (wid, "s5"): 1,
+    }, records
     # Both s3 bodies ran to their end (at least once is allowed); only B's committed.
-    assert [r["host"] for r in records if r["step"] == "s3" and r["event"] == "end"] \
-        == [b.pid, a.pid]
+    assert [r["host"] for r in records if r["step"] == "s3" and r["event"] == "end"] == [
+        b.pid,
+        a.pid,
+    ]
     assert a.alive(), f"a lost lease must not crash the host:\n{a.stderr()}"
     await assert_keeps_serving(a, b, client, history)

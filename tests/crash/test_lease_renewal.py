@@ -60,8 +60,10 @@ def slow_down_step_commits(path: str, seconds: float) -> None:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("CREATE TABLE crash_ballast(x INTEGER)")
         conn.executemany("INSERT INTO crash_ballast VALUES (?)", ((i,) for i in range(rows)))
-        conn.execute(f"CREATE TRIGGER crash_slow_commit AFTER UPDATE ON wfe_pointers "
-                     f"BEGIN {BALLAST_QUERY}; END")
+        conn.execute(
+            f"CREATE TRIGGER crash_slow_commit AFTER UPDATE ON wfe_pointers "
+            f"BEGIN {BALLAST_QUERY}; END"
+        )
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -70,19 +72,32 @@ def slow_down_step_commits(path: str, seconds: float) -> None:
 @pytest.fixture
 def sqlite_path(backend_name: str, db_url: str) -> str:
     if backend_name != "sqlite":
-        pytest.skip("the slow-commit trigger is written for SQLite; a Postgres variant "
-                    "would call pg_sleep in a trigger on wfe_pointers")
+        pytest.skip(
+            "the slow-commit trigger is written for SQLite; a Postgres variant "
+            "would call pg_sleep in a trigger on wfe_pointers"
+        )
     database = make_url(db_url).database
     assert database
     return database
 
 
 async def test_host_keeps_its_leases_while_its_commits_queue(
-    db_url: str, sqlite_path: str, history: Path, tmp_path: Path,
-    host_procs: list[HostProc], client: WorkflowClient,
+    db_url: str,
+    sqlite_path: str,
+    history: Path,
+    tmp_path: Path,
+    host_procs: list[HostProc],
+    client: WorkflowClient,
 ) -> None:
-    host = await HostProc.start("host", db=db_url, history=history, lease=LEASE, poll=POLL,
-                                log_dir=tmp_path, registry=host_procs)  # migrates the schema
+    host = await HostProc.start(
+        "host",
+        db=db_url,
+        history=history,
+        lease=LEASE,
+        poll=POLL,
+        log_dir=tmp_path,
+        registry=host_procs,
+    )  # migrates the schema
     slow_down_step_commits(sqlite_path, COMMIT_COST)
     ids = [await client.start_workflow("multiflow", {"n": 0}) for _ in range(WORKFLOWS)]
 
@@ -91,8 +106,7 @@ async def test_host_keeps_its_leases_while_its_commits_queue(
             return True  # fail fast: the assertions below say what happened
         return not await client.list_workflows(status=WorkflowStatus.RUNNABLE, limit=1)
 
-    await wait_until(settled, 50, "every workflow finishes (or a lease is lost)",
-                     interval=0.2)
+    await wait_until(settled, 50, "every workflow finishes (or a lease is lost)", interval=0.2)
 
     log = host.stderr()
     lost = log.count("lease lost")
@@ -100,7 +114,8 @@ async def test_host_keeps_its_leases_while_its_commits_queue(
     assert lost == 0, (
         f"a live host lost {lost} leases (lease {LEASE:g}s, each step commit ~"
         f"{COMMIT_COST:g}s); its lease renewals waited behind its queued commits:\n"
-        + "\n".join(renewals[:10]))
+        + "\n".join(renewals[:10])
+    )
 
     starts = tally(read_history(history), "start")
     rerun = {key: count for key, count in starts.items() if count != 1}

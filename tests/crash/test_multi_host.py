@@ -29,23 +29,41 @@ POLL = 0.1
 
 
 async def test_several_hosts_run_each_step_exactly_once(
-    db_url: str, history: Path, tmp_path: Path, host_procs: list[HostProc],
+    db_url: str,
+    history: Path,
+    tmp_path: Path,
+    host_procs: list[HostProc],
     client: WorkflowClient,
 ) -> None:
-    hosts = await asyncio.gather(*(
-        HostProc.start(f"host-{i}", db=db_url, history=history, lease=LEASE, poll=POLL,
-                       log_dir=tmp_path, registry=host_procs)
-        for i in range(HOSTS)))
+    hosts = await asyncio.gather(
+        *(
+            HostProc.start(
+                f"host-{i}",
+                db=db_url,
+                history=history,
+                lease=LEASE,
+                poll=POLL,
+                log_dir=tmp_path,
+                registry=host_procs,
+            )
+            for i in range(HOSTS)
+        )
+    )
 
-    ids = [await client.start_workflow("multiflow", {"n": 0}, reference=f"wf-{i}")
-           for i in range(WORKFLOWS)]
+    ids = [
+        await client.start_workflow("multiflow", {"n": 0}, reference=f"wf-{i}")
+        for i in range(WORKFLOWS)
+    ]
     assert len(set(ids)) == WORKFLOWS
 
     async def all_finished() -> bool:
         unfinished = 0
         for status in (WorkflowStatus.RUNNABLE, WorkflowStatus.SUSPENDED):
-            unfinished += len(await client.list_workflows(
-                status=status, definition_id="multiflow", limit=WORKFLOWS))
+            unfinished += len(
+                await client.list_workflows(
+                    status=status, definition_id="multiflow", limit=WORKFLOWS
+                )
+            )
         return unfinished == 0
 
     await wait_until(all_finished, 40, f"all {WORKFLOWS} workflows finish", interval=0.1)
