@@ -20,11 +20,23 @@ from wfe_core.definition import InputMapping, Outcome, OutputMapping, StepDef, W
 from wfe_core.errors import DefinitionError
 from wfe_core.graph import check_dependencies, dependents_of
 from wfe_core.models import datetime_to_ms
-from wfe_core.primitives import Delay, EventOutput, InlineStep, KeyFn, WaitFor, configured
+from wfe_core.primitives import (
+    Delay,
+    EventOutput,
+    ForEach,
+    If,
+    InlineStep,
+    KeyFn,
+    Parallel,
+    WaitFor,
+    While,
+    configured,
+)
 from wfe_core.retry import ErrorBehavior, ErrorKind, FailureAction, RetryPolicy
 from wfe_core.step import StepBody, StepSpec, step_factory, step_name_of
 
 DataT = TypeVar("DataT", bound=BaseModel)
+BranchFn = Callable[["WorkflowBuilder[Any]"], Any]
 
 
 @dataclass
@@ -43,6 +55,7 @@ class _Draft:
     outputs: list[OutputMapping] = field(default_factory=list)
     is_dag: bool = False
     initial: bool = False
+    children: list[int] = field(default_factory=list)
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
@@ -84,13 +97,17 @@ class WorkflowBuilder(Generic[DataT]):
         self._last: int | None = None
         self._default_retry: RetryPolicy | None = None
         self._default_timeout: float | None = None
+        self._in_branch = False
+        self._first: int | None = None  # a branch's first step
 
     # -- chain -------------------------------------------------------------------------
 
     def start_with(self, body: StepSpec, *, name: str | None = None) -> WorkflowBuilder[DataT]:
         """Add the first step of the chain."""
         index = self._add(body, name)
-        self._drafts[index].initial = True
+        self._drafts[index].initial = not self._in_branch
+        if self._first is None:
+            self._first = index
         self._last = index
         return self
 
@@ -173,6 +190,76 @@ class WorkflowBuilder(Generic[DataT]):
         self._current().settings["error_behavior"] = behavior
         return self
 
+    # -- containers --------------------------------------------------------------------
+
+    def if_do(
+        self,
+        condition: Callable[[StepContext[DataT]], bool],
+        branch: BranchFn,
+        *,
+        name: str | None = None,
+    ) -> WorkflowBuilder[DataT]:
+        """Run the steps ``branch`` builds once if ``condition(ctx)`` holds, then go on."""
+        factory = configured(If, condition=condition)
+        return self._container(factory, "If", name or "if", [branch])
+
+    def while_do(
+        self,
+        condition: Callable[[StepContext[DataT]], bool],
+        branch: BranchFn,
+        *,
+        name: str | None = None,
+    ) -> WorkflowBuilder[DataT]:
+        """Run the steps ``branch`` builds again and again while ``condition(ctx)`` holds."""
+        factory = configured(While, condition=condition)
+        return self._container(factory, "While", name or "while", [branch])
+
+    def for_each(
+        self,
+        items: Callable[[StepContext[DataT]], Iterable[Any]],
+        branch: BranchFn,
+        *,
+        parallel: bool = True,
+        name: str | None = None,
+    ) -> WorkflowBuilder[DataT]:
+        """Run the steps ``branch`` builds once per item (``ctx.item``), all at once or
+        one after another. The items must be JSON values (they are stored)."""
+        factory = configured(ForEach, items=items, parallel=parallel)
+        return self._container(factory, "ForEach", name or "for_each", [branch])
+
+    def parallel(self, *, name: str | None = None) -> ParallelBuilder[DataT]:
+        """Start a block whose ``do`` branches run concurrently; ``join()`` ends it."""
+        return ParallelBuilder(self, name)
+
+    def _container(
+        self, factory: Callable[[], StepBody], body_name: str, label: str, branches: list[BranchFn]
+    ) -> WorkflowBuilder[DataT]:
+        self._then_factory(factory, body_name, label, None if label in _LABELS else label)
+        container = self._current_index()
+        for branch in branches:
+            self._attach(container, branch)
+        return self
+
+    def _attach(self, container: int, branch: BranchFn) -> None:
+        """Build one branch of ``container`` in the shared step list."""
+        sub: WorkflowBuilder[DataT] = WorkflowBuilder.__new__(WorkflowBuilder)
+        sub.__dict__.update(self.__dict__)
+        sub._last, sub._first, sub._in_branch = None, None, True
+        branch(sub)
+        if sub._first is None:
+            raise DefinitionError(
+                "a branch needs at least one step",
+                definition_id=self._id,
+                step_name=self._drafts[container].name,
+            )
+        self._drafts[container].children.append(sub._first)
+        self._last = container
+
+    def _current_index(self) -> int:
+        self._current()
+        assert self._last is not None
+        return self._last
+
     # -- DAG ---------------------------------------------------------------------------
 
     def step(
@@ -194,6 +281,12 @@ class WorkflowBuilder(Generic[DataT]):
         ``depends_on``: all must be done; ``depends_on_any``: at least one. Done means
         completed, skipped (``run_if`` false) or failed with ``FailureAction.CONTINUE``.
         """
+        if self._in_branch:
+            raise DefinitionError(
+                "DAG steps (step()) cannot go inside a branch; use start_with/then there",
+                definition_id=self._id,
+                step_name=step_id,
+            )
         if isinstance(depends_on, str) or isinstance(depends_on_any, str):
             raise DefinitionError(
                 "depends_on takes a list of step ids, not a string",
@@ -276,7 +369,8 @@ class WorkflowBuilder(Generic[DataT]):
 
     def _link(self, index: int) -> None:
         if self._last is None:
-            self._drafts[index].initial = True
+            self._drafts[index].initial = not self._in_branch
+            self._first = index
         else:
             self._drafts[self._last].next.append(Outcome(index))
         self._last = index
@@ -331,8 +425,35 @@ class WorkflowBuilder(Generic[DataT]):
             inputs=tuple(d.inputs),
             outputs=tuple(d.outputs),
             is_dag=d.is_dag,
+            children=tuple(d.children),
             **settings,
         )
+
+
+_LABELS = frozenset({"if", "while", "for_each", "parallel"})
+
+
+class ParallelBuilder(Generic[DataT]):
+    """``parallel().do(branch).do(branch).join()``: branches that run concurrently."""
+
+    def __init__(self, parent: WorkflowBuilder[DataT], name: str | None) -> None:
+        self._parent = parent
+        parent._container(configured(Parallel), "Parallel", name or "parallel", [])
+        self._index = parent._current_index()
+
+    def do(self, branch: BranchFn) -> ParallelBuilder[DataT]:
+        """Add a branch (built by ``branch(builder)``)."""
+        self._parent._attach(self._index, branch)
+        return self
+
+    def join(self) -> WorkflowBuilder[DataT]:
+        """End the block; steps added next run once every branch has finished."""
+        if not self._parent._drafts[self._index].children:
+            raise DefinitionError(
+                "parallel() needs at least one do(...) branch", definition_id=self._parent._id
+            )
+        self._parent._last = self._index
+        return self._parent
 
 
 def _unique(name: str, taken: dict[str, int]) -> str:

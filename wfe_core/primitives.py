@@ -66,3 +66,65 @@ def configured(cls: type[StepBody], **attrs: Any) -> Callable[[], StepBody]:
         return body
 
     return make
+
+
+ItemsFn = Callable[[StepContext[Any]], Any]
+CondFn = Callable[[StepContext[Any]], bool]
+
+
+class Parallel(StepBody):
+    """Runs its branches once (each ``do`` of a ``parallel`` block), then proceeds."""
+
+    async def run(self, ctx: StepContext[Any]) -> ExecutionResult:
+        if ctx.persistence_data is None:
+            return ExecutionResult.branch([ctx.item], data={"branched": True})
+        return ExecutionResult.next()
+
+
+class If(StepBody):
+    """Runs its branch once when the condition holds, then proceeds."""
+
+    condition: CondFn | None = None
+
+    async def run(self, ctx: StepContext[Any]) -> ExecutionResult:
+        assert self.condition is not None
+        if ctx.persistence_data is None and self.condition(ctx):
+            return ExecutionResult.branch([ctx.item], data={"branched": True})
+        return ExecutionResult.next()
+
+
+class While(StepBody):
+    """Runs its branch again and again while the condition holds."""
+
+    condition: CondFn | None = None
+
+    async def run(self, ctx: StepContext[Any]) -> ExecutionResult:
+        assert self.condition is not None
+        if self.condition(ctx):
+            rounds = (ctx.persistence_data or {}).get("rounds", 0) + 1
+            return ExecutionResult.branch([ctx.item], data={"rounds": rounds})
+        return ExecutionResult.next()
+
+
+class ForEach(StepBody):
+    """Runs its branch once per item: all at once, or one after another."""
+
+    items: ItemsFn | None = None
+    parallel: bool = True
+
+    async def run(self, ctx: StepContext[Any]) -> ExecutionResult:
+        assert self.items is not None
+        state = ctx.persistence_data
+        if state is None:
+            values = list(self.items(ctx))
+            if not values:
+                return ExecutionResult.next()
+            if self.parallel:
+                return ExecutionResult.branch(values, data={"done": True})
+            return ExecutionResult.branch(values[:1], data={"items": values, "index": 1})
+        if self.parallel or state["index"] >= len(state["items"]):
+            return ExecutionResult.next()
+        index = state["index"]
+        return ExecutionResult.branch(
+            [state["items"][index]], data={"items": state["items"], "index": index + 1}
+        )
