@@ -9,7 +9,8 @@ It registers two chain workflows whose steps each add 1 to ``data.n``:
 
 * ``crashflow``: steps s1..s5;
 * ``multiflow``: steps s1..s3;
-* ``poisonflow``: one step that kills its own process every time it runs.
+* ``poisonflow``: one step that kills its own process every time it runs;
+* ``eachflow``: a sequential ``for_each`` (``--hold-item N`` blocks on item N).
 
 Every step body appends a JSON line to the history file when it starts and just before
 it returns (``{"host": pid, "step": name, "event": "start"|"end", "attempt": n,
@@ -97,6 +98,7 @@ class Behaviour:
         self.block_step = block_step
         self.release_file = release_file
         self.step_delay = step_delay
+        self.hold_item: int | None = None
 
     def committed(self, event: object) -> None:
         """Lifecycle subscriber: a StepCompleted is published only after its commit
@@ -256,6 +258,43 @@ async def exit_when_orphaned(parent: int) -> None:
     os._exit(3)
 
 
+class Items(BaseModel):
+    items: list[int] = []
+    visited: dict[str, int] = {}
+    after: int = 0
+
+
+def each_flow(behaviour: Behaviour) -> WorkflowDefinition:
+    """``eachflow``: a sequential for_each over ``items`` (step "visit", which honours
+    ``--hold-item``), then a step "after"."""
+
+    async def visit(ctx: StepContext[Items]) -> None:
+        behaviour.write(
+            {
+                "host": os.getpid(),
+                "step": f"visit:{ctx.item}",
+                "event": "start",
+                "attempt": ctx.attempt,
+                "wf": ctx.workflow_id,
+            }
+        )
+        if ctx.item == behaviour.hold_item:
+            await asyncio.sleep(3600)  # killed here
+        ctx.data.visited[str(ctx.item)] = ctx.item * 10
+
+    async def after(ctx: StepContext[Items]) -> None:
+        ctx.data.after += 1
+
+    return (
+        WorkflowBuilder("eachflow", version=1, data=Items)
+        .for_each(
+            lambda ctx: ctx.data.items, lambda b: b.start_with(visit, name="visit"), parallel=False
+        )
+        .then(after, name="after")
+        .build()
+    )
+
+
 async def poison_step(ctx: StepContext[Counter]) -> None:
     """A step that kills its own process every time it runs (a poison workflow)."""
     log.warning("poison step of %s: exiting the process", ctx.workflow_id)
@@ -298,6 +337,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max-recoveries", type=int, default=5, help="the host's max_recovery_attempts"
     )
     parser.add_argument(
+        "--hold-item", type=int, default=None, help="eachflow's visit of this item blocks"
+    )
+    parser.add_argument(
         "--step-delay",
         type=float,
         default=0.0,
@@ -321,6 +363,7 @@ async def serve(args: argparse.Namespace) -> None:
         release_file=args.release_file,
         step_delay=args.step_delay,
     )
+    behaviour.hold_item = args.hold_item
     host = WorkflowHost.from_url(
         args.db,
         lease=args.lease,
@@ -346,6 +389,7 @@ async def serve(args: argparse.Namespace) -> None:
     host.register(chain("crashflow", CRASHFLOW_STEPS, behaviour.step))
     host.register(chain("multiflow", MULTIFLOW_STEPS, behaviour.step))
     host.register(chain("poisonflow", ("poison",), poison_step))
+    host.register(each_flow(behaviour))
     try:
         await host.start()
         log.info("host %s (pid %d) started on %s", host.host_id, os.getpid(), args.db)
