@@ -7,6 +7,7 @@ the same operations by delegating to a client over its own backend.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -249,8 +250,6 @@ class WorkflowClient:
         is not an error: the event is kept for workflows that wait later.
         """
         await self.ready()
-        import json
-
         text = json.dumps(encode_value(data, f"data of event {name!r}/{key!r}"))
         event = await self.backend.persistence.publish_event(name, key, text)
         self.backend.queue.wake()

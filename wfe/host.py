@@ -20,7 +20,7 @@ from wfe_core.definition import WorkflowDefinition
 from wfe_core.errors import ShuttingDown
 from wfe_core.executor.run import RunServices
 from wfe_core.lifecycle import LifecycleHub, LoggingSubscriber, Subscriber
-from wfe_core.models import DefinitionRecord, WorkflowStatus
+from wfe_core.models import DefinitionRecord
 from wfe_core.ports import Backend, LockProvider
 from wfe_core.retry import DEFAULT_RETRY, RetryPolicy
 
@@ -249,10 +249,6 @@ class WorkflowHost(WorkflowClient):
             if not self._waiters.get(workflow_id):
                 self._waiters.pop(workflow_id, None)
 
-    async def purge(self, older_than: timedelta) -> int:
-        """Delete finished workflows that completed more than ``older_than`` ago."""
-        return await super().purge(older_than)
-
     # -- internals ---------------------------------------------------------------------
 
     async def _resolve_version(self, definition_id: str, version: int | None) -> int:
@@ -304,4 +300,4 @@ class WorkflowHost(WorkflowClient):
                 log.exception("periodic cleanup failed")
 
 
-__all__ = ["WorkflowHost", "WorkflowStatus"]
+__all__ = ["WorkflowHost"]

@@ -21,7 +21,6 @@ from pydantic import BaseModel, ValidationError
 from wfe_core import events as ev
 from wfe_core.context import ChildStarter, StepContext
 from wfe_core.definition import StepDef, WorkflowDefinition
-from wfe_core.errors import InvalidData, LeaseLost
 from wfe_core.executor import plan
 from wfe_core.executor.data import DEFAULT_MAX_PAYLOAD_BYTES, validation_message
 from wfe_core.executor.step_runner import StepRunner
@@ -183,14 +182,6 @@ class WorkflowRun:
             for task in done:
                 self.tasks = {k: t for k, t in self.tasks.items() if t is not task}
                 task.result()  # re-raises LeaseLost and bugs
-            if not self.halted and self._new_waits():
-                await self._deliver_events()
-
-    def _new_waits(self) -> bool:
-        return any(
-            p.status is PointerStatus.WAITING and not p.event_published
-            for p in self.pointers.values()
-        )
 
     async def _deliver_events(self) -> None:
         """Attach already-published events to waiting pointers (consumed at their commit)."""
@@ -287,4 +278,4 @@ class WorkflowRun:
         return step.timeout if step.timeout is not None else self.definition.default_timeout
 
 
-__all__ = ["InvalidData", "LeaseLost", "RunServices", "WorkflowRun"]
+__all__ = ["Resolver", "RunServices", "WorkflowRun"]

@@ -11,6 +11,7 @@ from wfe_core import events as ev
 from wfe_core.context import StepContext
 from wfe_core.definition import StepDef
 from wfe_core.errors import StepTimeout
+from wfe_core.executor import plan
 from wfe_core.executor.data import encode_value, to_jsonable
 from wfe_core.executor.transition import Transition
 from wfe_core.merge import Patch, diff
@@ -297,8 +298,6 @@ def _checked(result: ExecutionResult) -> ExecutionResult:
 def _branch(
     run: WorkflowRun, parent: ExecutionPointer, values: list[Any], now: int
 ) -> list[ExecutionPointer]:
-    from wfe_core.executor.plan import branch_children
-
-    children = branch_children(run.definition, parent, values, now)
+    children = plan.branch_children(run.definition, parent, values, now)
     parent.children = [c.id for c in children]
     return children
