@@ -31,6 +31,34 @@ async def snapshot(client: WorkflowClient, workflow_id: str) -> tuple[object, ob
     return record.model_dump(), [p.model_dump() for p in pointers]
 
 
+async def take_over(
+    db_url: str,
+    history: Path,
+    tmp_path: Path,
+    host_procs: list[HostProc],
+    client: WorkflowClient,
+    wid: str,
+    token_a: int,
+) -> tuple[HostProc, tuple[object, object]]:
+    """Host B takes the workflow over and completes it with a newer lease token;
+    returns B and the stored state it left."""
+    b = await HostProc.start(
+        "host-b",
+        db=db_url,
+        history=history,
+        lease=LEASE,
+        poll=POLL,
+        log_dir=tmp_path,
+        registry=host_procs,
+    )
+    done = await client.wait_for_completion(wid, timeout=30, data_type=Counter)
+    assert done.status is WorkflowStatus.COMPLETE, done.error
+    assert done.data.n == 5
+    before = await snapshot(client, wid)
+    assert before[0]["lease_token"] > token_a, "B's claim took a newer token"
+    return b, before
+
+
 async def assert_keeps_serving(
     a: HostProc, b: HostProc, client: WorkflowClient, history: Path
 ) -> None:
@@ -97,20 +125,7 @@ async def test_paused_owner_is_fenced_off_after_takeover(
         )
 
     await wait_until(lease_expired, 10, "A's lease expires")
-    b = await HostProc.start(
-        "host-b",
-        db=db_url,
-        history=history,
-        lease=LEASE,
-        poll=POLL,
-        log_dir=tmp_path,
-        registry=host_procs,
-    )
-    done = await client.wait_for_completion(wid, timeout=30, data_type=Counter)
-    assert done.status is WorkflowStatus.COMPLETE, done.error
-    assert done.data.n == 5
-    before = await snapshot(client, wid)
-    assert before[0]["lease_token"] > token_a, "B's claim took a newer token"
+    b, before = await take_over(db_url, history, tmp_path, host_procs, client, wid, token_a)
 
     # A wakes up in the middle of s3 with a stale token: it must be fenced off.
     await resume(a)
@@ -167,20 +182,7 @@ async def test_owner_frozen_past_its_lease_cannot_commit_over_new_owner(
     )
     token_a = (await client.backend.persistence.get_workflow(wid)).lease_token
 
-    b = await HostProc.start(
-        "host-b",
-        db=db_url,
-        history=history,
-        lease=LEASE,
-        poll=POLL,
-        log_dir=tmp_path,
-        registry=host_procs,
-    )
-    done = await client.wait_for_completion(wid, timeout=30, data_type=Counter)
-    assert done.status is WorkflowStatus.COMPLETE, done.error
-    assert done.data.n == 5
-    before = await snapshot(client, wid)
-    assert before[0]["lease_token"] > token_a, "B's claim took a newer token"
+    b, before = await take_over(db_url, history, tmp_path, host_procs, client, wid, token_a)
 
     release.touch()
     await wait_until(lambda: "event loop released" in a.stderr(), 10, "A's loop runs again")
