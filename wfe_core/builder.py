@@ -21,6 +21,7 @@ from wfe_core.errors import DefinitionError
 from wfe_core.graph import check_dependencies, dependents_of
 from wfe_core.models import datetime_to_ms
 from wfe_core.primitives import (
+    Decide,
     Delay,
     EventOutput,
     ForEach,
@@ -28,6 +29,9 @@ from wfe_core.primitives import (
     InlineStep,
     KeyFn,
     Parallel,
+    Recur,
+    Saga,
+    Schedule,
     WaitFor,
     While,
     configured,
@@ -56,6 +60,9 @@ class _Draft:
     is_dag: bool = False
     initial: bool = False
     children: list[int] = field(default_factory=list)
+    compensation: int | None = None
+    compensates: bool = False
+    saga: bool = False
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
@@ -98,7 +105,8 @@ class WorkflowBuilder(Generic[DataT]):
         self._default_retry: RetryPolicy | None = None
         self._default_timeout: float | None = None
         self._in_branch = False
-        self._first: int | None = None  # a branch's first step
+        self._in_saga = False
+        self._roots: list[int] = []  # a branch's first steps (a schedule adds one)
 
     # -- chain -------------------------------------------------------------------------
 
@@ -106,8 +114,7 @@ class WorkflowBuilder(Generic[DataT]):
         """Add the first step of the chain."""
         index = self._add(body, name)
         self._drafts[index].initial = not self._in_branch
-        if self._first is None:
-            self._first = index
+        self._roots.append(index)
         self._last = index
         return self
 
@@ -179,15 +186,34 @@ class WorkflowBuilder(Generic[DataT]):
         return self
 
     def on_error(self, behavior: ErrorBehavior) -> WorkflowBuilder[DataT]:
-        """What the last step does when it fails: retry, suspend or terminate."""
-        if behavior.kind is ErrorKind.COMPENSATE:
+        """What the last step does when it fails: retry, suspend, terminate, or (inside
+        a saga) compensate at once, without retrying."""
+        if behavior.kind is ErrorKind.COMPENSATE and not self._in_saga:
             raise DefinitionError(
-                "ErrorBehavior.compensate() needs saga blocks, which this version does not "
-                "have yet",
+                "ErrorBehavior.compensate() only works on a step inside saga(...)",
                 definition_id=self._id,
                 step_name=self._current().name,
             )
         self._current().settings["error_behavior"] = behavior
+        return self
+
+    def compensate_with(self, body: StepSpec, *, name: str | None = None) -> WorkflowBuilder[DataT]:
+        """The step that undoes the last step, run if its saga rolls back (after the
+        step completed, or when the step itself failed: it may have partly happened)."""
+        draft = self._current()
+        if not self._in_saga:
+            raise DefinitionError(
+                "compensate_with() only works on a step inside saga(...)",
+                definition_id=self._id,
+                step_name=draft.name,
+            )
+        if draft.compensation is not None:
+            raise DefinitionError(
+                "this step already has a compensation", definition_id=self._id, step_name=draft.name
+            )
+        index = self._add(body, name)
+        self._drafts[index].compensates = True
+        draft.compensation = index
         return self
 
     # -- containers --------------------------------------------------------------------
@@ -231,6 +257,68 @@ class WorkflowBuilder(Generic[DataT]):
         """Start a block whose ``do`` branches run concurrently; ``join()`` ends it."""
         return ParallelBuilder(self, name)
 
+    def decide(
+        self,
+        selector: Callable[[StepContext[DataT]], Any] | None = None,
+        *,
+        name: str | None = None,
+    ) -> DecideBuilder[DataT]:
+        """Start a decision: ``.branch(value, build)`` runs the branch whose value equals
+        ``selector(ctx)`` (without a selector: the outcome value the previous step
+        returned with ``ExecutionResult.outcome``), ``.otherwise(build)`` runs when none
+        matches, and ``.end()`` goes on after the chosen branch. No match and no
+        ``otherwise``: the decision just proceeds."""
+        return DecideBuilder(self, selector, name)
+
+    def schedule(
+        self,
+        delay: float | timedelta | Callable[[StepContext[DataT]], float | timedelta],
+        branch: BranchFn,
+        *,
+        name: str | None = None,
+    ) -> WorkflowBuilder[DataT]:
+        """Run the steps ``branch`` builds once, ``delay`` from now (a stored time),
+        beside the chain: the next step does not wait for it, the workflow does."""
+        if not callable(delay):
+            _seconds(delay, "schedule delay")
+        previous = self._last
+        self._container(configured(Schedule, delay=delay), "Schedule", name or "schedule", [branch])
+        self._last = previous  # the chain goes on beside the scheduled block
+        return self
+
+    def recur(
+        self,
+        interval: float | timedelta | Callable[[StepContext[DataT]], float | timedelta],
+        until: Callable[[StepContext[DataT]], bool],
+        branch: BranchFn,
+        *,
+        name: str | None = None,
+    ) -> WorkflowBuilder[DataT]:
+        """Run the steps ``branch`` builds, then again ``interval`` after each round
+        finishes, until ``until(ctx)`` holds (checked before every round); the chain
+        goes on after that."""
+        if not callable(interval):
+            _seconds(interval, "recur interval")
+        factory = configured(Recur, interval=interval, until=until)
+        return self._container(factory, "Recur", name or "recur", [branch])
+
+    def saga(
+        self, branch: BranchFn, *, name: str | None = None, resume_after_compensation: bool = False
+    ) -> WorkflowBuilder[DataT]:
+        """A block whose steps are undone together: when one fails for good (after its
+        retries, or at once with ``on_error(ErrorBehavior.compensate())``), the
+        compensations (``compensate_with``) of the failed step and of every completed
+        step inside run durably, newest first. Then the saga fails and its own
+        ``on_error`` applies (default: the workflow FAILS; ``retry`` runs the whole
+        saga again); with ``resume_after_compensation`` it proceeds with the outcome
+        ``"compensated"`` instead."""
+        factory = configured(Saga, resume_after_compensation=resume_after_compensation)
+        self._then_factory(factory, "Saga", "saga", name)
+        container = self._current_index()
+        self._drafts[container].saga = True
+        self._attach(container, branch, saga=True)
+        return self
+
     def _container(
         self, factory: Callable[[], StepBody], body_name: str, label: str, branches: list[BranchFn]
     ) -> WorkflowBuilder[DataT]:
@@ -240,20 +328,23 @@ class WorkflowBuilder(Generic[DataT]):
             self._attach(container, branch)
         return self
 
-    def _attach(self, container: int, branch: BranchFn) -> None:
-        """Build one branch of ``container`` in the shared step list."""
+    def _attach(self, container: int, branch: BranchFn, *, saga: bool = False) -> list[int]:
+        """Build one branch of ``container`` in the shared step list; returns its first
+        steps."""
         sub: WorkflowBuilder[DataT] = WorkflowBuilder.__new__(WorkflowBuilder)
         sub.__dict__.update(self.__dict__)
-        sub._last, sub._first, sub._in_branch = None, None, True
+        sub._last, sub._roots, sub._in_branch = None, [], True
+        sub._in_saga = self._in_saga or saga
         branch(sub)
-        if sub._first is None:
+        if not sub._roots:
             raise DefinitionError(
                 "a branch needs at least one step",
                 definition_id=self._id,
                 step_name=self._drafts[container].name,
             )
-        self._drafts[container].children.append(sub._first)
+        self._drafts[container].children.extend(sub._roots)
         self._last = container
+        return sub._roots
 
     def _current_index(self) -> int:
         self._current()
@@ -370,7 +461,7 @@ class WorkflowBuilder(Generic[DataT]):
     def _link(self, index: int) -> None:
         if self._last is None:
             self._drafts[index].initial = not self._in_branch
-            self._first = index
+            self._roots.append(index)
         else:
             self._drafts[self._last].next.append(Outcome(index))
         self._last = index
@@ -415,6 +506,8 @@ class WorkflowBuilder(Generic[DataT]):
         settings = dict(d.settings)
         behavior: ErrorBehavior | None = settings.pop("error_behavior", None)
         retry = settings.pop("retry", None) or (behavior.as_retry_policy() if behavior else None)
+        if d.saga and retry is None:
+            retry = _SAGA_RETRY  # a rolled-back saga runs again only when asked to
         return replace(
             StepDef(id=i, name=d.name, factory=d.factory, body_name=d.body_name),
             next=tuple(d.next),
@@ -426,11 +519,15 @@ class WorkflowBuilder(Generic[DataT]):
             outputs=tuple(d.outputs),
             is_dag=d.is_dag,
             children=tuple(d.children),
+            compensation=d.compensation,
+            compensates=d.compensates,
+            saga=d.saga,
             **settings,
         )
 
 
-_LABELS = frozenset({"if", "while", "for_each", "parallel"})
+_LABELS = frozenset({"if", "while", "for_each", "parallel", "decide", "schedule", "recur"})
+_SAGA_RETRY = RetryPolicy(max_attempts=1)
 
 
 class ParallelBuilder(Generic[DataT]):
@@ -461,3 +558,55 @@ def _unique(name: str, taken: dict[str, int]) -> str:
     while f"{name}_{n}" in taken:
         n += 1
     return f"{name}_{n}"
+
+
+class DecideBuilder(Generic[DataT]):
+    """``decide(selector).branch(value, build)....otherwise(build).end()``."""
+
+    def __init__(
+        self,
+        parent: WorkflowBuilder[DataT],
+        selector: Callable[[StepContext[DataT]], Any] | None,
+        name: str | None,
+    ) -> None:
+        self._parent = parent
+        self._routes: list[tuple[Any, list[int]]] = []
+        self._otherwise: list[int] = []
+        factory = configured(
+            Decide, selector=selector, routes=self._routes, otherwise=self._otherwise
+        )
+        parent._container(factory, "Decide", name or "decide", [])
+        self._index = parent._current_index()
+
+    def branch(self, value: Any, branch: BranchFn) -> DecideBuilder[DataT]:
+        """Run the steps ``branch`` builds when the decided value equals ``value``."""
+        if any(existing == value for existing, _ in self._routes):
+            raise DefinitionError(
+                f"decide() already has a branch for {value!r}",
+                definition_id=self._parent._id,
+                step_name=self._parent._drafts[self._index].name,
+            )
+        self._routes.append((value, self._parent._attach(self._index, branch)))
+        return self
+
+    def otherwise(self, branch: BranchFn) -> DecideBuilder[DataT]:
+        """Run the steps ``branch`` builds when no ``branch`` value matches."""
+        if self._otherwise:
+            raise DefinitionError(
+                "decide() already has an otherwise branch",
+                definition_id=self._parent._id,
+                step_name=self._parent._drafts[self._index].name,
+            )
+        self._otherwise.extend(self._parent._attach(self._index, branch))
+        return self
+
+    def end(self) -> WorkflowBuilder[DataT]:
+        """End the decision; steps added next run after the chosen branch."""
+        if not self._routes:
+            raise DefinitionError(
+                "decide() needs at least one branch(value, ...)",
+                definition_id=self._parent._id,
+                step_name=self._parent._drafts[self._index].name,
+            )
+        self._parent._last = self._index
+        return self._parent

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 DataT = TypeVar("DataT", bound=BaseModel)
 
-ChildStarter = Callable[[str, Any, str, "str | None"], Awaitable[str]]
+
+class ChildWorkflows(Protocol):
+    """What a host lends a running step to start child workflows."""
+
+    async def start(
+        self,
+        definition_id: str,
+        data: Any,
+        *,
+        key: str,
+        parent_id: str,
+        version: int | None = None,
+        reference: str | None = None,
+    ) -> str:
+        """Start (or find, by the idempotency ``key``) a child; returns its id."""
+        ...
+
+    def data_type(self, definition_id: str, version: int) -> type[BaseModel] | None:
+        """The data model of a definition registered on this host, if any."""
+        ...
 
 
 @dataclass
@@ -20,7 +38,8 @@ class StepContext(Generic[DataT]):
     ``data`` is the workflow's typed data; changes made to it are committed together
     with the step's transition. ``attempt`` is 1 on the first try; ``item`` is the
     value a branch runs for; ``persistence_data`` is what the step saved last time
-    (``ExecutionResult.persist/sleep``); ``event_data`` is set after an event wait.
+    (``ExecutionResult.persist/sleep``); ``event_data`` is set after an event wait;
+    ``previous_outcome`` is the outcome value of the step that led to this one.
     """
 
     data: DataT
@@ -34,7 +53,8 @@ class StepContext(Generic[DataT]):
     persistence_data: Any = None
     event_data: Any = None
     event_published: bool = False
-    _start_child: ChildStarter | None = field(default=None, repr=False)
+    previous_outcome: Any = None
+    _children: ChildWorkflows | None = field(default=None, repr=False)
     _children_started: int = field(default=0, repr=False)
 
     async def start_workflow(
@@ -46,8 +66,15 @@ class StepContext(Generic[DataT]):
         activation always maps to the same instance, so a retried step does not start
         a second child.
         """
-        if self._start_child is None:
-            raise RuntimeError("this context cannot start workflows (no host attached)")
         self._children_started += 1
         key = f"child:{self.workflow_id}:{self.pointer_id}:{self._children_started}"
-        return await self._start_child(definition_id, data, key, reference)
+        return await self.children.start(
+            definition_id, data, key=key, parent_id=self.workflow_id, reference=reference
+        )
+
+    @property
+    def children(self) -> ChildWorkflows:
+        """The host's child-workflow service; ``RuntimeError`` outside a host."""
+        if self._children is None:
+            raise RuntimeError("this context cannot start workflows (no host attached)")
+        return self._children

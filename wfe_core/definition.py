@@ -54,6 +54,9 @@ class StepDef:
     inputs: tuple[InputMapping, ...] = ()
     outputs: tuple[OutputMapping, ...] = ()
     is_dag: bool = False
+    compensation: int | None = None  # the step that undoes this one (inside a saga)
+    compensates: bool = False  # this step is another step's compensation
+    saga: bool = False  # a saga container: rolls back its branch when a step fails
 
     @property
     def has_dependencies(self) -> bool:
@@ -102,6 +105,8 @@ class WorkflowDefinition:
                     s.scheduled_at,
                     None if s.on_failure is None else s.on_failure.value,
                     None if s.retry is None else repr(s.retry),
+                    s.compensation,
+                    s.saga,
                 ]
                 for s in self.steps
             ],

@@ -8,6 +8,8 @@ Every error a user can catch derives from :class:`WorkflowError`::
     ├── DefinitionError           a definition (or YAML file) is invalid
     ├── InvalidData               workflow data failed validation or serialization
     ├── StepFailedError           a step failed after its last attempt
+    │   ├── SagaRolledBack        a saga undid its steps after one of them failed
+    │   └── ChildWorkflowFailed   a sub-workflow ended FAILED or TERMINATED
     ├── StepTimeout               a step (or an event wait) ran out of time
     ├── Cancelled                 a step was cancelled (shutdown, termination)
     ├── InvalidStateTransition    suspend/resume/terminate from a state that forbids it
@@ -93,6 +95,27 @@ class StepFailedError(WorkflowError):
         self.attempt = attempt
         at = f" (attempt {attempt})" if attempt is not None else ""
         super().__init__(f"step {step_name!r} of workflow {workflow_id}{at} failed: {message}")
+
+
+class SagaRolledBack(StepFailedError):
+    """A step inside a saga failed for good and the saga undid its completed steps."""
+
+    def __init__(self, workflow_id: str, saga_name: str, reason: str) -> None:
+        self.workflow_id, self.step_name, self.attempt = workflow_id, saga_name, None
+        self.reason = reason
+        WorkflowError.__init__(self, f"saga {saga_name!r} rolled back: {reason}")
+
+
+class ChildWorkflowFailed(StepFailedError):
+    """A sub-workflow ended FAILED or TERMINATED, so the step waiting for it fails."""
+
+    def __init__(
+        self, workflow_id: str, step_name: str, child_id: str, status: str, error: str | None
+    ) -> None:
+        self.workflow_id, self.step_name, self.attempt = workflow_id, step_name, None
+        self.child_id, self.status, self.error = child_id, status, error
+        detail = f": {error}" if error else ""
+        WorkflowError.__init__(self, f"child workflow {child_id} ended {status}{detail}")
 
 
 class StepTimeout(WorkflowError):

@@ -27,6 +27,7 @@ class ExecutionResult:
     event_key: str | None = None
     event_as_of: datetime | None = None
     branch_values: Sequence[Any] = field(default_factory=tuple)
+    branch_steps: tuple[int, ...] | None = None
 
     @classmethod
     def next(cls) -> ExecutionResult:
@@ -50,9 +51,20 @@ class ExecutionResult:
         return cls(proceed=False, persistence_data=data, sleep_for=max(0.0, seconds))
 
     @classmethod
-    def branch(cls, values: Sequence[Any], data: Any = None) -> ExecutionResult:
-        """Start the step's child branch once per value; run again when all finish."""
-        return cls(proceed=False, persistence_data=data, branch_values=tuple(values))
+    def branch(
+        cls, values: Sequence[Any], data: Any = None, *, steps: Sequence[int] | None = None
+    ) -> ExecutionResult:
+        """Start the step's child branches once per value; run again when all finish.
+
+        ``steps`` (for built-in containers) names the step ids to start instead of
+        every child branch: a decision's chosen branch, a saga's compensation.
+        """
+        return cls(
+            proceed=False,
+            persistence_data=data,
+            branch_values=tuple(values),
+            branch_steps=None if steps is None else tuple(steps),
+        )
 
     @classmethod
     def wait_for_event(

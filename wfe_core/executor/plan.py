@@ -6,7 +6,7 @@ No I/O here: the run loop asks these functions and commits what they return.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from wfe_core.definition import StepDef, WorkflowDefinition
@@ -110,11 +110,17 @@ def _deps_done(step: StepDef, done: set[int]) -> bool:
 
 
 def branch_children(
-    definition: WorkflowDefinition, parent: ExecutionPointer, values: Sequence[Any], now_ms: int
+    definition: WorkflowDefinition,
+    parent: ExecutionPointer,
+    values: Sequence[Any],
+    now_ms: int,
+    steps: Sequence[int] | None = None,
 ) -> list[ExecutionPointer]:
-    """One pointer per value per child branch of ``parent``'s step."""
+    """One pointer per value per child branch of ``parent``'s step (or per step of
+    ``steps``, which must be the step's children or compensations inside it)."""
     step = definition.steps[parent.step_id]
     scope = [parent.id, *parent.scope]
+    chosen = step.children if steps is None else tuple(steps)
     return [
         make_pointer(
             definition.steps[child],
@@ -124,10 +130,61 @@ def branch_children(
             predecessor_id=parent.id,
         )
         for value in values
-        for child in step.children
+        for child in chosen
     ]
 
 
 def branch_done(parent: ExecutionPointer, pointers: Iterable[ExecutionPointer]) -> bool:
     """True when every pointer inside ``parent``'s scope has ended."""
     return all(p.ended for p in pointers if parent.id in p.scope)
+
+
+def rolling_back(pointer: ExecutionPointer, pointers: Mapping[str, ExecutionPointer]) -> bool:
+    """True when an enclosing saga has had a step fail and waits for its branch to stop
+    before compensating: nothing more may start inside it."""
+    for scope_id in pointer.scope:
+        saga = pointers.get(scope_id)
+        if saga is not None and saga.status is PointerStatus.WAITING_CHILDREN:
+            state = saga.persistence_data
+            if isinstance(state, dict) and "failed" in state and "undo" not in state:
+                return True
+    return False
+
+
+def compensations(
+    definition: WorkflowDefinition,
+    saga: ExecutionPointer,
+    failed_id: str,
+    pointers: Mapping[str, ExecutionPointer],
+) -> list[ExecutionPointer]:
+    """The pointers a rolled-back saga must undo, in the order to undo them.
+
+    The failed step first (it may have partly happened), then every completed step
+    with a compensation, most recently finished first. Steps undone by an earlier
+    attempt of the saga are COMPENSATED already and stay out.
+    """
+
+    def has_undo(p: ExecutionPointer) -> bool:
+        return definition.steps[p.step_id].compensation is not None
+
+    done = [
+        p
+        for p in pointers.values()
+        if saga.id in p.scope and p.status is PointerStatus.COMPLETE and has_undo(p)
+    ]
+    done.sort(key=lambda p: (p.end_time or 0, _depth(p, pointers)), reverse=True)
+    failed = pointers.get(failed_id)
+    first = [failed] if failed is not None and has_undo(failed) else []
+    return first + done
+
+
+def _depth(pointer: ExecutionPointer, pointers: Mapping[str, ExecutionPointer]) -> int:
+    """How many predecessors lead to ``pointer``: breaks ties between steps that
+    finished within the same millisecond in favour of the later one."""
+    depth, seen = 0, {pointer.id}
+    current = pointers.get(pointer.predecessor_id or "")
+    while current is not None and current.id not in seen:
+        seen.add(current.id)
+        depth += 1
+        current = pointers.get(current.predecessor_id or "")
+    return depth

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from wfe_core import events as ev
-from wfe_core.context import ChildStarter, StepContext
+from wfe_core.context import ChildWorkflows, StepContext
 from wfe_core.definition import StepDef, WorkflowDefinition
 from wfe_core.executor import plan
 from wfe_core.executor.data import DEFAULT_MAX_PAYLOAD_BYTES, validation_message
@@ -49,7 +49,7 @@ class RunServices:
 
     persistence: PersistenceProvider
     lifecycle: LifecyclePublisher
-    start_child: ChildStarter | None = None
+    children: ChildWorkflows | None = None
     default_retry: RetryPolicy = DEFAULT_RETRY
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     on_finished: Callable[[str], None] | None = None
@@ -268,8 +268,13 @@ class WorkflowRun:
             persistence_data=pointer.persistence_data,
             event_data=pointer.event_data,
             event_published=pointer.event_published,
-            _start_child=self.services.start_child,
+            previous_outcome=self._previous_outcome(pointer),
+            _children=self.services.children,
         )
+
+    def _previous_outcome(self, pointer: ExecutionPointer) -> Any:
+        previous = self.pointers.get(pointer.predecessor_id or "")
+        return None if previous is None else previous.outcome
 
     def retry_policy(self, step: StepDef) -> RetryPolicy:
         return step.retry or self.definition.default_retry or self.services.default_retry

@@ -39,6 +39,7 @@ class StepRunner:
 
     def __init__(self, run: WorkflowRun) -> None:
         self.run = run
+        self._undo_marks: dict[str, list[ExecutionPointer]] = {}  # saga pointer -> marked
 
     async def execute(self, pointer_id: str) -> None:
         run = self.run
@@ -56,6 +57,8 @@ class StepRunner:
             return
         pointer.status = PointerStatus.RUNNING
         pointer.start_time = pointer.start_time or run.now()
+        if step.saga:
+            self._plan_compensation(pointer)
         snapshot = copy.deepcopy(run.data)
         ctx = run.context(pointer, run.definition.data_type.model_validate(snapshot))
         run.event(
@@ -79,6 +82,7 @@ class StepRunner:
             for attribute, value in step.inputs:
                 setattr(body, attribute, value(ctx))
             result = await self._call(body, step, ctx)
+            self._check_branch(step, result)
             if result.proceed:
                 for mapping in step.outputs:
                     mapping(ctx, body)
@@ -116,9 +120,11 @@ class StepRunner:
         self, pointer: ExecutionPointer, step: StepDef, result: ExecutionResult, patch: Patch
     ) -> None:
         run, now = self.run, self.run.now()
-        t = Transition(pointer=pointer, patch=patch)
+        marks = self._undo_marks.pop(pointer.id, [])
+        t = Transition(pointer=pointer, patch=patch, also_updated=marks)
         if pointer.id in run.deliveries:
-            t.delivered_event, t.removed_subscription = run.deliveries.pop(pointer.id)
+            t.delivered_event, removed = run.deliveries.pop(pointer.id)
+            t.removed_subscriptions.append(removed)
         pointer.persistence_data = result.persistence_data
         pointer.error = None
         if result.proceed:
@@ -130,7 +136,7 @@ class StepRunner:
             await self._match_published(pointer, t.subscription)
         elif result.branch_values and step.children:
             pointer.status = PointerStatus.WAITING_CHILDREN
-            t.children = _branch(run, pointer, list(result.branch_values), now)
+            t.children = _branch(run, pointer, result, now)
         else:
             pointer.status = PointerStatus.SLEEPING
             pointer.sleep_until = now + int((result.sleep_for or 0.0) * 1000)
@@ -190,10 +196,14 @@ class StepRunner:
                 message=text,
             ),
         )
+        self._undo_marks.pop(pointer.id, None)
         if pointer.status is PointerStatus.WAITING and pointer.id in run.subscriptions:
-            t.removed_subscription = run.subscriptions[pointer.id].id
+            t.removed_subscriptions.append(run.subscriptions[pointer.id].id)
         behavior = step.error_behavior
-        if behavior is not None and behavior.kind is ErrorKind.SUSPEND:
+        saga = None if step.compensates else self._enclosing_saga(pointer)
+        if behavior is not None and behavior.kind is ErrorKind.COMPENSATE and saga is not None:
+            await self._final_failure(pointer, step, body, exc, snapshot, t, saga)
+        elif behavior is not None and behavior.kind is ErrorKind.SUSPEND:
             self._prime_retry(pointer, now, 0.0)
             t.status = WorkflowStatus.SUSPENDED
         elif behavior is not None and behavior.kind is ErrorKind.TERMINATE:
@@ -213,7 +223,7 @@ class StepRunner:
             await run.commit(t, pointer.id)
             return
         else:
-            await self._final_failure(pointer, step, body, exc, snapshot, t)
+            await self._final_failure(pointer, step, body, exc, snapshot, t, saga)
         t.events.insert(0, self._event(ev.StepFailed, pointer, error=text))
         await run.commit(t, pointer.id)
 
@@ -225,14 +235,80 @@ class StepRunner:
         exc: Exception,
         snapshot: dict[str, Any] | None,
         t: Transition,
+        saga: ExecutionPointer | None,
     ) -> None:
         run = self.run
         pointer.status, pointer.end_time = PointerStatus.FAILED, run.now()
         if body is not None and snapshot is not None:
             t.patch = await self._on_failure_hook(pointer, body, exc, snapshot)
-        if (step.on_failure or FailureAction.FAIL_WORKFLOW) is FailureAction.FAIL_WORKFLOW:
+        action = step.on_failure or FailureAction.FAIL_WORKFLOW
+        if saga is not None and action is not FailureAction.CONTINUE:
+            reason = self._final_message(step, pointer, pointer.error or "")
+            self._roll_back(saga, pointer, reason, t)
+        elif action is FailureAction.FAIL_WORKFLOW:
             t.status = WorkflowStatus.FAILED
             t.error = self._final_message(step, pointer, pointer.error or "")
+
+    # -- sagas -------------------------------------------------------------------------
+
+    def _enclosing_saga(self, pointer: ExecutionPointer) -> ExecutionPointer | None:
+        for scope_id in pointer.scope:
+            container = self.run.pointers.get(scope_id)
+            if container is not None and self.run.definition.steps[container.step_id].saga:
+                return container
+        return None
+
+    def _roll_back(
+        self, saga: ExecutionPointer, failed: ExecutionPointer, reason: str, t: Transition
+    ) -> None:
+        """Start rolling ``saga`` back: remember what failed and stop everything inside
+        it that is not running; what is running finishes and is compensated too. The
+        saga runs again (to compensate) once its branch has wholly ended."""
+        run, now = self.run, self.run.now()
+        state = saga.persistence_data if isinstance(saga.persistence_data, dict) else {}
+        if "failed" in state:
+            return  # a concurrent step already started the rollback
+        marked = saga.model_copy(deep=True)
+        marked.persistence_data = {**state, "failed": failed.id, "error": reason}
+        t.also_updated.append(marked)
+        for other in run.pointers.values():
+            if saga.id not in other.scope or other.ended or other.id == failed.id:
+                continue
+            if other.id in run.tasks:
+                continue
+            cancelled = other.model_copy(deep=True)
+            cancelled.status, cancelled.end_time = PointerStatus.CANCELLED, now
+            cancelled.sleep_until = None
+            t.also_updated.append(cancelled)
+            if other.id in run.subscriptions:
+                t.removed_subscriptions.append(run.subscriptions[other.id].id)
+
+    def _plan_compensation(self, saga: ExecutionPointer) -> None:
+        """On the saga's first run after a failure, fix the list of compensations to
+        run (stored with the saga's next commit, so a crash resumes the same list) and
+        mark the undone steps COMPENSATED in that same commit."""
+        state = saga.persistence_data
+        if not isinstance(state, dict) or "failed" not in state or "undo" in state:
+            return
+        definition = self.run.definition
+        targets = plan.compensations(definition, saga, state["failed"], self.run.pointers)
+        undo = [[definition.steps[p.step_id].compensation, p.context_item] for p in targets]
+        saga.persistence_data = {**state, "undo": undo, "index": 0}
+        marks = []
+        for target in targets:
+            if target.status is PointerStatus.COMPLETE:
+                done = target.model_copy(deep=True)
+                done.status = PointerStatus.COMPENSATED
+                marks.append(done)
+        self._undo_marks[saga.id] = marks
+
+    @staticmethod
+    def _check_branch(step: StepDef, result: ExecutionResult) -> None:
+        if result.branch_steps is None:
+            return
+        unknown = [s for s in result.branch_steps if s not in step.children]
+        if unknown and not step.saga:
+            raise ValueError(f"step {step.name!r} cannot start steps {unknown}: not its branches")
 
     async def _on_failure_hook(
         self, pointer: ExecutionPointer, body: StepBody, exc: Exception, snapshot: dict[str, Any]
@@ -296,8 +372,9 @@ def _checked(result: ExecutionResult) -> ExecutionResult:
 
 
 def _branch(
-    run: WorkflowRun, parent: ExecutionPointer, values: list[Any], now: int
+    run: WorkflowRun, parent: ExecutionPointer, result: ExecutionResult, now: int
 ) -> list[ExecutionPointer]:
-    children = plan.branch_children(run.definition, parent, values, now)
+    values = list(result.branch_values)
+    children = plan.branch_children(run.definition, parent, values, now, result.branch_steps)
     parent.children = [c.id for c in children]
     return children

@@ -30,8 +30,9 @@ class Transition:
     pointer: ExecutionPointer | None = None
     patch: Patch | None = None
     children: list[ExecutionPointer] = field(default_factory=list)
+    also_updated: list[ExecutionPointer] = field(default_factory=list)  # e.g. a saga's
     subscription: EventSubscription | None = None
-    removed_subscription: str | None = None
+    removed_subscriptions: list[str] = field(default_factory=list)
     delivered_event: str | None = None
     error_record: ExecutionError | None = None
     status: WorkflowStatus | None = None
@@ -52,14 +53,19 @@ class TransitionBuilder:
         t, run = self.t, self.run
         pointers = dict(run.pointers)
         updated = [t.pointer] if t.pointer is not None else []
+        updated += t.also_updated
         for pointer in updated:
             pointers[pointer.id] = pointer
+        if t.pointer is not None and t.status is None:
+            self._stop_if_rolling_back(t.pointer, pointers)
         new = list(t.children)
         if t.pointer is not None and t.pointer.ended and t.status is None:
-            new += plan.successors(run.definition, t.pointer, list(pointers.values()), self.now)
+            if not plan.rolling_back(t.pointer, pointers):
+                new += plan.successors(run.definition, t.pointer, list(pointers.values()), self.now)
             updated += self._resumed_parents(t.pointer, pointers, new)
         for pointer in new:
             pointers[pointer.id] = pointer
+        updated = list({p.id: p for p in updated}.values())  # the last copy of each wins
         new, updated = self._split_unsaved(new, updated, pointers)
         new_data = self._new_data()
         status = self._status(pointers)
@@ -73,7 +79,7 @@ class TransitionBuilder:
             new_pointers=new,
             updated_pointers=updated,
             new_subscriptions=[t.subscription] if t.subscription else [],
-            removed_subscriptions=[t.removed_subscription] if t.removed_subscription else [],
+            removed_subscriptions=list(t.removed_subscriptions),
             delivered_events=[t.delivered_event] if t.delivered_event else [],
             errors=[t.error_record] if t.error_record else [],
         )
@@ -100,22 +106,42 @@ class TransitionBuilder:
         merged: dict[str, Any] = apply(self.run.data, patch)
         return merged
 
+    def _stop_if_rolling_back(
+        self, pointer: ExecutionPointer, pointers: dict[str, ExecutionPointer]
+    ) -> None:
+        """A step that was already running when its saga began rolling back keeps what
+        it completed (it will be compensated) but starts nothing more: no sleep, wait or
+        branch of its own."""
+        if pointer.ended or not plan.rolling_back(pointer, pointers):
+            return
+        pointer.status, pointer.end_time = PointerStatus.CANCELLED, self.now
+        pointer.sleep_until = None
+        self.t.children, self.t.subscription = [], None
+
     def _resumed_parents(
         self,
         ended: ExecutionPointer,
         pointers: dict[str, ExecutionPointer],
         new: list[ExecutionPointer],
     ) -> list[ExecutionPointer]:
-        """A container whose whole branch has ended becomes ready to run again."""
-        if not ended.scope or new:
+        """The innermost waiting container whose whole branch has ended becomes ready to
+        run again (containers a rolling-back saga cancelled are passed through)."""
+        if new:
             return []
-        parent = pointers.get(ended.scope[0])
-        if parent is None or not plan.branch_done(parent, pointers.values()):
-            return []
-        resumed = copy.deepcopy(parent)
-        resumed.status = PointerStatus.PENDING
-        pointers[resumed.id] = resumed
-        return [resumed]
+        for scope_id in ended.scope:
+            parent = pointers.get(scope_id)
+            if parent is None:
+                return []
+            if parent.status is PointerStatus.WAITING_CHILDREN:
+                if not plan.branch_done(parent, pointers.values()):
+                    return []
+                resumed = copy.deepcopy(parent)
+                resumed.status = PointerStatus.PENDING
+                pointers[resumed.id] = resumed
+                return [resumed]
+            if not parent.ended:
+                return []
+        return []
 
     def _status(self, pointers: dict[str, ExecutionPointer]) -> WorkflowStatus | None:
         if self.t.status is not None:
