@@ -167,24 +167,15 @@ def compensations(
     def has_undo(p: ExecutionPointer) -> bool:
         return definition.steps[p.step_id].compensation is not None
 
+    # Pointers are kept in creation order: it breaks ties between steps that finished
+    # within the same millisecond, in favour of the one created later.
     done = [
-        p
-        for p in pointers.values()
+        (p.end_time or 0, position, p)
+        for position, p in enumerate(pointers.values())
         if saga.id in p.scope and p.status is PointerStatus.COMPLETE and has_undo(p)
     ]
-    done.sort(key=lambda p: (p.end_time or 0, _depth(p, pointers)), reverse=True)
+    done.sort(key=lambda entry: entry[:2], reverse=True)
     failed = pointers.get(failed_id)
     first = [failed] if failed is not None and has_undo(failed) else []
-    return first + done
+    return first + [p for _, _, p in done]
 
-
-def _depth(pointer: ExecutionPointer, pointers: Mapping[str, ExecutionPointer]) -> int:
-    """How many predecessors lead to ``pointer``: breaks ties between steps that
-    finished within the same millisecond in favour of the later one."""
-    depth, seen = 0, {pointer.id}
-    current = pointers.get(pointer.predecessor_id or "")
-    while current is not None and current.id not in seen:
-        seen.add(current.id)
-        depth += 1
-        current = pointers.get(current.predecessor_id or "")
-    return depth
