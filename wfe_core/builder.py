@@ -38,6 +38,7 @@ from wfe_core.primitives import (
 )
 from wfe_core.retry import ErrorBehavior, ErrorKind, FailureAction, RetryPolicy
 from wfe_core.step import StepBody, StepSpec, step_factory, step_name_of
+from wfe_core.sub_workflow import SubWorkflow
 
 DataT = TypeVar("DataT", bound=BaseModel)
 BranchFn = Callable[["WorkflowBuilder[Any]"], Any]
@@ -157,6 +158,42 @@ class WorkflowBuilder(Generic[DataT]):
         """Pause the chain for a stored duration (it survives restarts)."""
         seconds = _seconds(duration, "delay")
         return self._then_factory(configured(Delay, seconds=seconds), "Delay", "delay", name)
+
+    def sub_workflow(
+        self,
+        definition_id: str,
+        *,
+        input: Callable[[StepContext[DataT]], Any] | None = None,
+        output: Callable[[StepContext[DataT], Any], Any] | None = None,
+        version: int | None = None,
+        name: str | None = None,
+    ) -> WorkflowBuilder[DataT]:
+        """Start a child workflow and wait for it without holding a worker.
+
+        ``input(ctx)`` gives the child's data (a model instance or a dict, validated
+        against the child's model); ``output(ctx, child_data)`` maps the finished
+        child's data (typed when this host registered the child) back into
+        ``ctx.data``. A child that ends FAILED or TERMINATED fails this step with
+        ``ChildWorkflowFailed`` and the step's retry policy applies (a retry starts a
+        new child). Terminating this workflow terminates the child.
+        """
+        if not isinstance(definition_id, str) or not definition_id:
+            raise DefinitionError(
+                f"sub_workflow() needs a workflow id, got {definition_id!r}", definition_id=self._id
+            )
+        if version is not None and (not isinstance(version, int) or version < 1):
+            raise DefinitionError(
+                f"sub_workflow() version must be a positive integer, got {version!r}",
+                definition_id=self._id,
+            )
+        factory = configured(
+            SubWorkflow,
+            definition_id=definition_id,
+            version=version,
+            input_fn=input,
+            output_fn=output,
+        )
+        return self._then_factory(factory, "SubWorkflow", f"sub_workflow_{definition_id}", name)
 
     def name(self, name: str) -> WorkflowBuilder[DataT]:
         """Rename the last step added."""

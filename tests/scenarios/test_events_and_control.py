@@ -8,6 +8,7 @@ import pytest
 from pydantic import BaseModel
 
 from wfe import (
+    Backoff,
     InvalidStateTransition,
     NotFound,
     RetryPolicy,
@@ -93,6 +94,40 @@ async def test_events_from_before_the_workflow_started_do_not_match(make_host):
         inst = await host.wait_for_completion(wid, 30)
     assert inst.status is WorkflowStatus.FAILED
     assert "StepTimeout" in inst.error and inst.data.tracking == ""
+
+
+async def test_a_step_failing_after_its_event_consumes_it_and_waits_afresh(make_host):
+    """The event that woke a failing step is used up and its subscription dropped: the
+    retry waits for a new event instead of spinning on the old one or stalling."""
+    tries: list[str] = []
+
+    def picky(ctx, data):
+        tries.append(data["tracking"])
+        if data["tracking"] == "BAD":
+            raise ValueError("unreadable tracking number")
+        ctx.data.tracking = data["tracking"]
+
+    flow = (
+        WorkflowBuilder("picky", data=Shipment)
+        .wait_for("shipped", "o-5", output=picky)
+        .default_retry(RetryPolicy(3, backoff=Backoff.fixed(0.01)))
+        .build()
+    )
+    async with make_host() as host:
+        host.register(flow)
+        wid = await host.start_workflow("picky", {})
+        await host.publish_event("shipped", "o-5", {"tracking": "BAD"})
+        for _ in range(300):
+            pointers = await host.backend.persistence.get_pointers(wid)
+            if pointers and pointers[0].attempt == 2 and pointers[0].status.value == "WAITING":
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError(f"the retry never waited again: {pointers}")
+        await host.publish_event("shipped", "o-5", {"tracking": "GOOD"})
+        inst = await host.wait_for_completion(wid, 30)
+    assert inst.status is WorkflowStatus.COMPLETE, inst.error
+    assert tries == ["BAD", "GOOD"] and inst.data.tracking == "GOOD"
 
 
 async def test_one_event_is_delivered_once_per_workflow_and_to_every_waiter(make_host):

@@ -197,7 +197,12 @@ class StepRunner:
             ),
         )
         self._undo_marks.pop(pointer.id, None)
-        if pointer.status is PointerStatus.WAITING and pointer.id in run.subscriptions:
+        # The wait is over either way: consume the event that woke the step (a retry
+        # waits afresh) and drop the subscription (a timed-out wait has one too).
+        if pointer.id in run.deliveries:
+            t.delivered_event, removed = run.deliveries.pop(pointer.id)
+            t.removed_subscriptions.append(removed)
+        elif pointer.id in run.subscriptions:
             t.removed_subscriptions.append(run.subscriptions[pointer.id].id)
         behavior = step.error_behavior
         saga = None if step.compensates else self._enclosing_saga(pointer)
