@@ -10,7 +10,8 @@ It registers two chain workflows whose steps each add 1 to ``data.n``:
 * ``crashflow``: steps s1..s5;
 * ``multiflow``: steps s1..s3;
 * ``poisonflow``: one step that kills its own process every time it runs;
-* ``eachflow``: a sequential ``for_each`` (``--hold-item N`` blocks on item N).
+* ``eachflow``: a sequential ``for_each`` (``--hold-item N`` blocks on item N);
+* ``sagaflow``, ``parentflow`` and ``childflow``: see :mod:`tests.crash.compound_flows`.
 
 Every step body appends a JSON line to the history file when it starts and just before
 it returns (``{"host": pid, "step": name, "event": "start"|"end", "attempt": n,
@@ -62,6 +63,8 @@ from pydantic import BaseModel
 from wfe import StepContext, WorkflowBuilder, WorkflowDefinition, WorkflowHost
 from wfe.events import StepCompleted
 from wfe_core.errors import LeaseLost
+
+from .compound_flows import saga_flow, sub_workflow_flows
 
 CRASHFLOW_STEPS = ("s1", "s2", "s3", "s4", "s5")
 MULTIFLOW_STEPS = ("s1", "s2", "s3")
@@ -340,6 +343,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--hold-item", type=int, default=None, help="eachflow's visit of this item blocks"
     )
     parser.add_argument(
+        "--hold-undo", default=None, help="sagaflow's compensation of this booking blocks"
+    )
+    parser.add_argument(
+        "--hold-child-step", default=None, help="childflow's step of this name blocks"
+    )
+    parser.add_argument(
         "--step-delay",
         type=float,
         default=0.0,
@@ -390,6 +399,9 @@ async def serve(args: argparse.Namespace) -> None:
     host.register(chain("multiflow", MULTIFLOW_STEPS, behaviour.step))
     host.register(chain("poisonflow", ("poison",), poison_step))
     host.register(each_flow(behaviour))
+    host.register(saga_flow(behaviour.write, args.hold_undo))
+    for definition in sub_workflow_flows(behaviour.write, args.hold_child_step):
+        host.register(definition)
     try:
         await host.start()
         log.info("host %s (pid %d) started on %s", host.host_id, os.getpid(), args.db)
