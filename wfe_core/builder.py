@@ -23,6 +23,7 @@ from wfe_core.models import datetime_to_ms
 from wfe_core.primitives import (
     Decide,
     Delay,
+    EndWorkflow,
     EventOutput,
     ForEach,
     If,
@@ -194,6 +195,11 @@ class WorkflowBuilder(Generic[DataT]):
             output_fn=output,
         )
         return self._then_factory(factory, "SubWorkflow", f"sub_workflow_{definition_id}", name)
+
+    def end_workflow(self, *, name: str | None = None) -> WorkflowBuilder[DataT]:
+        """Complete the workflow here (e.g. at the end of a decision branch); steps
+        still waiting or pending elsewhere are cancelled."""
+        return self._then_factory(configured(EndWorkflow), "EndWorkflow", "end_workflow", name)
 
     def name(self, name: str) -> WorkflowBuilder[DataT]:
         """Rename the last step added."""

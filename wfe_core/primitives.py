@@ -227,3 +227,10 @@ class Saga(StepBody):
         if self.resume_after_compensation:
             return ExecutionResult.outcome(COMPENSATED)
         raise SagaRolledBack(ctx.workflow_id, ctx.step_name, state["error"])
+
+
+class EndWorkflow(StepBody):
+    """Completes the workflow at once; unfinished steps elsewhere are cancelled."""
+
+    async def run(self, ctx: StepContext[Any]) -> ExecutionResult:
+        return ExecutionResult(ends_workflow=True)

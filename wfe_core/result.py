@@ -28,6 +28,7 @@ class ExecutionResult:
     event_as_of: datetime | None = None
     branch_values: Sequence[Any] = field(default_factory=tuple)
     branch_steps: tuple[int, ...] | None = None
+    ends_workflow: bool = False  # set by end_workflow(): COMPLETE now, the rest cancelled
 
     @classmethod
     def next(cls) -> ExecutionResult:

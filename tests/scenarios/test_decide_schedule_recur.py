@@ -274,3 +274,32 @@ async def test_nested_decide_in_for_each_in_parallel(make_host):
     assert inst.status is WorkflowStatus.COMPLETE, inst.error
     assert inst.data.seen == {"odd:1": 1, "even:2": 1, "odd:3": 1, "even:4": 1}
     assert inst.data.trace[-1] == "end"
+
+
+async def test_end_workflow_completes_at_once_and_cancels_waits(make_host):
+    completed: list[str] = []
+    flow = (
+        WorkflowBuilder("ending", data=Data)
+        .parallel()
+        .do(lambda b: b.wait_for("never", "k").then(mark("never")))
+        .do(
+            lambda b: b.start_with(mark("check"))
+            .decide(lambda ctx: ctx.data.kind)
+            .branch("stop", lambda d: d.start_with(mark("stopping")).end_workflow())
+            .end()
+        )
+        .join()
+        .then(mark("after"))
+        .build()
+    )
+    async with make_host() as host:
+        host.subscribe(lambda e: completed.append(type(e).__name__))
+        host.register(flow)
+        wid = await host.start_workflow(flow.id, {"kind": "stop"})
+        inst = await host.wait_for_completion(wid, 30)
+        pointers = await host.backend.persistence.get_pointers(wid)
+    assert inst.status is WorkflowStatus.COMPLETE, inst.error
+    assert inst.data.trace == ["check", "stopping"]
+    statuses = {p.step_name: p.status.value for p in pointers}
+    assert statuses["wait_for_never"] == "CANCELLED"
+    assert completed.count("WorkflowCompleted") == 1

@@ -178,4 +178,3 @@ def compensations(
     failed = pointers.get(failed_id)
     first = [failed] if failed is not None and has_undo(failed) else []
     return first + [p for _, _, p in done]
-

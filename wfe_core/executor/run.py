@@ -75,6 +75,7 @@ class WorkflowRun:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.halted = False  # suspended, finished or failed: start nothing new
         self.released = False
+        self.finished = False  # committed as COMPLETE, FAILED or TERMINATED
         self._commit_lock = asyncio.Lock()
         self._runner = StepRunner(self)
 
@@ -217,6 +218,10 @@ class WorkflowRun:
     async def commit(self, transition: Transition, pointer_id: str | None = None) -> None:
         """Write one transition (fenced), then apply it to the in-memory state."""
         async with self._commit_lock:
+            if self.finished:
+                # Ended meanwhile (end_workflow, a failure elsewhere): what a step still
+                # running then did is dropped, as the stored workflow has ended too.
+                return
             builder = TransitionBuilder(self, transition, pointer_id)
             step_commit, new_data = builder.build()
             status = await self.services.persistence.commit(step_commit)
@@ -238,6 +243,7 @@ class WorkflowRun:
         removed = set(commit.removed_subscriptions)
         self.subscriptions = {k: s for k, s in self.subscriptions.items() if s.id not in removed}
         self.released = self.released or commit.release or status.finished
+        self.finished = status.finished
         if commit.release:
             self.next_wake = commit.next_execution
         if status is not WorkflowStatus.RUNNABLE or self.released:

@@ -11,7 +11,7 @@ from wfe_core import events as ev
 from wfe_core.context import StepContext
 from wfe_core.definition import StepDef
 from wfe_core.errors import StepTimeout
-from wfe_core.executor import plan
+from wfe_core.executor import plan, saga
 from wfe_core.executor.data import encode_value, to_jsonable
 from wfe_core.executor.transition import Transition
 from wfe_core.merge import Patch, diff
@@ -58,7 +58,7 @@ class StepRunner:
         pointer.status = PointerStatus.RUNNING
         pointer.start_time = pointer.start_time or run.now()
         if step.saga:
-            self._plan_compensation(pointer)
+            self._undo_marks[pointer.id] = saga.plan_compensation(run, pointer)
         snapshot = copy.deepcopy(run.data)
         ctx = run.context(pointer, run.definition.data_type.model_validate(snapshot))
         run.event(
@@ -131,6 +131,9 @@ class StepRunner:
             pointer.status, pointer.end_time = PointerStatus.COMPLETE, now
             pointer.outcome = result.outcome_value
             t.events.append(self._event(ev.StepCompleted, pointer))
+            if result.ends_workflow:
+                t.status = WorkflowStatus.COMPLETE
+                saga.cancel_unfinished(run, t, None, spare=pointer.id, running=True)
         elif result.event_name is not None:
             t.subscription = self._wait(pointer, step, result, now)
             await self._match_published(pointer, t.subscription)
@@ -205,9 +208,9 @@ class StepRunner:
         elif pointer.id in run.subscriptions:
             t.removed_subscriptions.append(run.subscriptions[pointer.id].id)
         behavior = step.error_behavior
-        saga = None if step.compensates else self._enclosing_saga(pointer)
-        if behavior is not None and behavior.kind is ErrorKind.COMPENSATE and saga is not None:
-            await self._final_failure(pointer, step, body, exc, snapshot, t, saga)
+        around = None if step.compensates else saga.enclosing_saga(run, pointer)
+        if behavior is not None and behavior.kind is ErrorKind.COMPENSATE and around is not None:
+            await self._final_failure(pointer, step, body, exc, snapshot, t, around)
         elif behavior is not None and behavior.kind is ErrorKind.SUSPEND:
             self._prime_retry(pointer, now, 0.0)
             t.status = WorkflowStatus.SUSPENDED
@@ -228,7 +231,7 @@ class StepRunner:
             await run.commit(t, pointer.id)
             return
         else:
-            await self._final_failure(pointer, step, body, exc, snapshot, t, saga)
+            await self._final_failure(pointer, step, body, exc, snapshot, t, around)
         t.events.insert(0, self._event(ev.StepFailed, pointer, error=text))
         await run.commit(t, pointer.id)
 
@@ -240,72 +243,19 @@ class StepRunner:
         exc: Exception,
         snapshot: dict[str, Any] | None,
         t: Transition,
-        saga: ExecutionPointer | None,
+        around: ExecutionPointer | None,
     ) -> None:
         run = self.run
         pointer.status, pointer.end_time = PointerStatus.FAILED, run.now()
         if body is not None and snapshot is not None:
             t.patch = await self._on_failure_hook(pointer, body, exc, snapshot)
         action = step.on_failure or FailureAction.FAIL_WORKFLOW
-        if saga is not None and action is not FailureAction.CONTINUE:
+        if around is not None and action is not FailureAction.CONTINUE:
             reason = self._final_message(step, pointer, pointer.error or "")
-            self._roll_back(saga, pointer, reason, t)
+            saga.start_rollback(run, around, pointer, reason, t)
         elif action is FailureAction.FAIL_WORKFLOW:
             t.status = WorkflowStatus.FAILED
             t.error = self._final_message(step, pointer, pointer.error or "")
-
-    # -- sagas -------------------------------------------------------------------------
-
-    def _enclosing_saga(self, pointer: ExecutionPointer) -> ExecutionPointer | None:
-        for scope_id in pointer.scope:
-            container = self.run.pointers.get(scope_id)
-            if container is not None and self.run.definition.steps[container.step_id].saga:
-                return container
-        return None
-
-    def _roll_back(
-        self, saga: ExecutionPointer, failed: ExecutionPointer, reason: str, t: Transition
-    ) -> None:
-        """Start rolling ``saga`` back: remember what failed and stop everything inside
-        it that is not running; what is running finishes and is compensated too. The
-        saga runs again (to compensate) once its branch has wholly ended."""
-        run, now = self.run, self.run.now()
-        state = saga.persistence_data if isinstance(saga.persistence_data, dict) else {}
-        if "failed" in state:
-            return  # a concurrent step already started the rollback
-        marked = saga.model_copy(deep=True)
-        marked.persistence_data = {**state, "failed": failed.id, "error": reason}
-        t.also_updated.append(marked)
-        for other in run.pointers.values():
-            if saga.id not in other.scope or other.ended or other.id == failed.id:
-                continue
-            if other.id in run.tasks:
-                continue
-            cancelled = other.model_copy(deep=True)
-            cancelled.status, cancelled.end_time = PointerStatus.CANCELLED, now
-            cancelled.sleep_until = None
-            t.also_updated.append(cancelled)
-            if other.id in run.subscriptions:
-                t.removed_subscriptions.append(run.subscriptions[other.id].id)
-
-    def _plan_compensation(self, saga: ExecutionPointer) -> None:
-        """On the saga's first run after a failure, fix the list of compensations to
-        run (stored with the saga's next commit, so a crash resumes the same list) and
-        mark the undone steps COMPENSATED in that same commit."""
-        state = saga.persistence_data
-        if not isinstance(state, dict) or "failed" not in state or "undo" in state:
-            return
-        definition = self.run.definition
-        targets = plan.compensations(definition, saga, state["failed"], self.run.pointers)
-        undo = [[definition.steps[p.step_id].compensation, p.context_item] for p in targets]
-        saga.persistence_data = {**state, "undo": undo, "index": 0}
-        marks = []
-        for target in targets:
-            if target.status is PointerStatus.COMPLETE:
-                done = target.model_copy(deep=True)
-                done.status = PointerStatus.COMPENSATED
-                marks.append(done)
-        self._undo_marks[saga.id] = marks
 
     @staticmethod
     def _check_branch(step: StepDef, result: ExecutionResult) -> None:
