@@ -15,28 +15,23 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from wfe_core.containers import (
+    Decide,
+    EndWorkflow,
+    ForEach,
+    If,
+    Parallel,
+    Recur,
+    Saga,
+    Schedule,
+    While,
+)
 from wfe_core.context import StepContext
 from wfe_core.definition import InputMapping, Outcome, OutputMapping, StepDef, WorkflowDefinition
 from wfe_core.errors import DefinitionError
 from wfe_core.graph import check_dependencies, dependents_of
 from wfe_core.models import datetime_to_ms
-from wfe_core.primitives import (
-    Decide,
-    Delay,
-    EndWorkflow,
-    EventOutput,
-    ForEach,
-    If,
-    InlineStep,
-    KeyFn,
-    Parallel,
-    Recur,
-    Saga,
-    Schedule,
-    WaitFor,
-    While,
-    configured,
-)
+from wfe_core.primitives import Delay, EventOutput, InlineStep, KeyFn, WaitFor, configured
 from wfe_core.retry import ErrorBehavior, ErrorKind, FailureAction, RetryPolicy
 from wfe_core.step import StepBody, StepSpec, step_factory, step_name_of
 from wfe_core.sub_workflow import SubWorkflow
