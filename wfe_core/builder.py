@@ -9,25 +9,25 @@ last step added. ``step(...)`` adds a DAG step that runs once its dependencies a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from wfe_core.branch_builders import DecideBuilder, ParallelBuilder
 from wfe_core.containers import (
-    Decide,
     EndWorkflow,
     ForEach,
     If,
-    Parallel,
     Recur,
     Saga,
     Schedule,
     While,
 )
 from wfe_core.context import StepContext
-from wfe_core.definition import InputMapping, Outcome, OutputMapping, StepDef, WorkflowDefinition
+from wfe_core.definition import Outcome, StepDef, WorkflowDefinition
+from wfe_core.drafts import Draft, checked_seconds, unique_name
 from wfe_core.errors import DefinitionError
 from wfe_core.graph import check_dependencies, dependents_of
 from wfe_core.models import datetime_to_ms
@@ -38,37 +38,6 @@ from wfe_core.sub_workflow import SubWorkflow
 
 DataT = TypeVar("DataT", bound=BaseModel)
 BranchFn = Callable[["WorkflowBuilder[Any]"], Any]
-
-
-@dataclass
-class _Draft:
-    """A step while the builder is still collecting its settings."""
-
-    name: str
-    explicit_name: bool
-    factory: Callable[[], StepBody]
-    body_name: str
-    next: list[Outcome] = field(default_factory=list)
-    depends_on: list[str] = field(default_factory=list)
-    depends_on_any: list[str] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
-    inputs: list[InputMapping] = field(default_factory=list)
-    outputs: list[OutputMapping] = field(default_factory=list)
-    is_dag: bool = False
-    initial: bool = False
-    children: list[int] = field(default_factory=list)
-    compensation: int | None = None
-    compensates: bool = False
-    saga: bool = False
-
-
-def _seconds(value: float | timedelta | None, what: str) -> float | None:
-    if value is None:
-        return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 0:
-        raise DefinitionError(f"{what} must not be negative, got {seconds}s")
-    return seconds
 
 
 class WorkflowBuilder(Generic[DataT]):
@@ -97,7 +66,7 @@ class WorkflowBuilder(Generic[DataT]):
         self._id = definition_id
         self._version = version
         self._data_type: type[DataT] = data
-        self._drafts: list[_Draft] = []
+        self._drafts: list[Draft] = []
         self._last: int | None = None
         self._default_retry: RetryPolicy | None = None
         self._default_timeout: float | None = None
@@ -145,14 +114,14 @@ class WorkflowBuilder(Generic[DataT]):
         """
         factory = configured(WaitFor, event_name=event_name, event_key=key, output=output)
         self._then_factory(factory, "WaitFor", f"wait_for_{event_name}", name)
-        self._current().settings["timeout"] = _seconds(timeout, "timeout")
+        self._current().settings["timeout"] = checked_seconds(timeout, "timeout")
         return self
 
     def delay(
         self, duration: float | timedelta, *, name: str | None = None
     ) -> WorkflowBuilder[DataT]:
         """Pause the chain for a stored duration (it survives restarts)."""
-        seconds = _seconds(duration, "delay")
+        seconds = checked_seconds(duration, "delay")
         return self._then_factory(configured(Delay, seconds=seconds), "Delay", "delay", name)
 
     def sub_workflow(
@@ -318,7 +287,7 @@ class WorkflowBuilder(Generic[DataT]):
         """Run the steps ``branch`` builds once, ``delay`` from now (a stored time),
         beside the chain: the next step does not wait for it, the workflow does."""
         if not callable(delay):
-            _seconds(delay, "schedule delay")
+            checked_seconds(delay, "schedule delay")
         previous = self._last
         self._container(configured(Schedule, delay=delay), "Schedule", name or "schedule", [branch])
         self._last = previous  # the chain goes on beside the scheduled block
@@ -336,7 +305,7 @@ class WorkflowBuilder(Generic[DataT]):
         finishes, until ``until(ctx)`` holds (checked before every round); the chain
         goes on after that."""
         if not callable(interval):
-            _seconds(interval, "recur interval")
+            checked_seconds(interval, "recur interval")
         factory = configured(Recur, interval=interval, until=until)
         return self._container(factory, "Recur", name or "recur", [branch])
 
@@ -431,8 +400,8 @@ class WorkflowBuilder(Generic[DataT]):
         draft.settings.update(
             run_if=run_if,
             retry=retry,
-            timeout=_seconds(timeout, "timeout"),
-            delay=_seconds(delay, "delay"),
+            timeout=checked_seconds(timeout, "timeout"),
+            delay=checked_seconds(delay, "delay"),
             scheduled_at=when,
             on_failure=on_failure,
         )
@@ -446,7 +415,7 @@ class WorkflowBuilder(Generic[DataT]):
 
     def default_timeout(self, timeout: float | timedelta) -> WorkflowBuilder[DataT]:
         """The timeout (seconds) of steps that set none."""
-        self._default_timeout = _seconds(timeout, "default timeout")
+        self._default_timeout = checked_seconds(timeout, "default timeout")
         return self
 
     # -- build -------------------------------------------------------------------------
@@ -486,13 +455,13 @@ class WorkflowBuilder(Generic[DataT]):
         except TypeError as exc:
             raise DefinitionError(str(exc), definition_id=self._id, step_name=name) from exc
         body_name = step_name_of(body)
-        self._drafts.append(_Draft(name or body_name, name is not None, factory, body_name))
+        self._drafts.append(Draft(name or body_name, name is not None, factory, body_name))
         return len(self._drafts) - 1
 
     def _then_factory(
         self, factory: Callable[[], StepBody], body_name: str, label: str, name: str | None
     ) -> WorkflowBuilder[DataT]:
-        self._drafts.append(_Draft(name or label, name is not None, factory, body_name))
+        self._drafts.append(Draft(name or label, name is not None, factory, body_name))
         self._link(len(self._drafts) - 1)
         return self
 
@@ -504,7 +473,7 @@ class WorkflowBuilder(Generic[DataT]):
             self._drafts[self._last].next.append(Outcome(index))
         self._last = index
 
-    def _current(self) -> _Draft:
+    def _current(self) -> Draft:
         if self._last is None:
             raise DefinitionError("add a step first", definition_id=self._id)
         return self._drafts[self._last]
@@ -526,11 +495,11 @@ class WorkflowBuilder(Generic[DataT]):
                         definition_id=self._id,
                         step_name=draft.name,
                     )
-                draft.name = _unique(draft.name, index)
+                draft.name = unique_name(draft.name, index)
             index[draft.name] = i
         return index
 
-    def _freeze(self, i: int, d: _Draft, index: dict[str, int]) -> StepDef:
+    def _freeze(self, i: int, d: Draft, index: dict[str, int]) -> StepDef:
         def resolve(names: Iterable[str]) -> tuple[int, ...]:
             ids = []
             for dep in names:
@@ -566,85 +535,3 @@ class WorkflowBuilder(Generic[DataT]):
 
 _LABELS = frozenset({"if", "while", "for_each", "parallel", "decide", "schedule", "recur"})
 _SAGA_RETRY = RetryPolicy(max_attempts=1)
-
-
-class ParallelBuilder(Generic[DataT]):
-    """``parallel().do(branch).do(branch).join()``: branches that run concurrently."""
-
-    def __init__(self, parent: WorkflowBuilder[DataT], name: str | None) -> None:
-        self._parent = parent
-        parent._container(configured(Parallel), "Parallel", name or "parallel", [])
-        self._index = parent._current_index()
-
-    def do(self, branch: BranchFn) -> ParallelBuilder[DataT]:
-        """Add a branch (built by ``branch(builder)``)."""
-        self._parent._attach(self._index, branch)
-        return self
-
-    def join(self) -> WorkflowBuilder[DataT]:
-        """End the block; steps added next run once every branch has finished."""
-        if not self._parent._drafts[self._index].children:
-            raise DefinitionError(
-                "parallel() needs at least one do(...) branch", definition_id=self._parent._id
-            )
-        self._parent._last = self._index
-        return self._parent
-
-
-def _unique(name: str, taken: dict[str, int]) -> str:
-    n = 2
-    while f"{name}_{n}" in taken:
-        n += 1
-    return f"{name}_{n}"
-
-
-class DecideBuilder(Generic[DataT]):
-    """``decide(selector).branch(value, build)....otherwise(build).end()``."""
-
-    def __init__(
-        self,
-        parent: WorkflowBuilder[DataT],
-        selector: Callable[[StepContext[DataT]], Any] | None,
-        name: str | None,
-    ) -> None:
-        self._parent = parent
-        self._routes: list[tuple[Any, list[int]]] = []
-        self._otherwise: list[int] = []
-        factory = configured(
-            Decide, selector=selector, routes=self._routes, otherwise=self._otherwise
-        )
-        parent._container(factory, "Decide", name or "decide", [])
-        self._index = parent._current_index()
-
-    def branch(self, value: Any, branch: BranchFn) -> DecideBuilder[DataT]:
-        """Run the steps ``branch`` builds when the decided value equals ``value``."""
-        if any(existing == value for existing, _ in self._routes):
-            raise DefinitionError(
-                f"decide() already has a branch for {value!r}",
-                definition_id=self._parent._id,
-                step_name=self._parent._drafts[self._index].name,
-            )
-        self._routes.append((value, self._parent._attach(self._index, branch)))
-        return self
-
-    def otherwise(self, branch: BranchFn) -> DecideBuilder[DataT]:
-        """Run the steps ``branch`` builds when no ``branch`` value matches."""
-        if self._otherwise:
-            raise DefinitionError(
-                "decide() already has an otherwise branch",
-                definition_id=self._parent._id,
-                step_name=self._parent._drafts[self._index].name,
-            )
-        self._otherwise.extend(self._parent._attach(self._index, branch))
-        return self
-
-    def end(self) -> WorkflowBuilder[DataT]:
-        """End the decision; steps added next run after the chosen branch."""
-        if not self._routes:
-            raise DefinitionError(
-                "decide() needs at least one branch(value, ...)",
-                definition_id=self._parent._id,
-                step_name=self._parent._drafts[self._index].name,
-            )
-        self._parent._last = self._index
-        return self._parent
