@@ -12,12 +12,14 @@ from wfe_core.context import StepContext
 from wfe_core.definition import WorkflowDefinition
 from wfe_core.errors import (
     Cancelled,
+    ChildWorkflowFailed,
     DefinitionError,
     DefinitionNotFound,
     InvalidData,
     InvalidStateTransition,
     NotFound,
     ProviderError,
+    SagaRolledBack,
     ShuttingDown,
     StepFailedError,
     StepTimeout,
@@ -31,6 +33,7 @@ from wfe_core.step import StepBody
 __all__ = [
     "Backoff",
     "Cancelled",
+    "ChildWorkflowFailed",
     "DefinitionError",
     "DefinitionNotFound",
     "ErrorBehavior",
@@ -41,6 +44,7 @@ __all__ = [
     "NotFound",
     "ProviderError",
     "RetryPolicy",
+    "SagaRolledBack",
     "ShuttingDown",
     "StepBody",
     "StepContext",

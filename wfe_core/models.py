@@ -9,6 +9,7 @@ Workflow data crosses the seam as JSON text so providers never import user model
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +34,16 @@ class WorkflowStatus(enum.StrEnum):
 FINISHED_STATUSES = frozenset(
     {WorkflowStatus.COMPLETE, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED}
 )
+
+CHILD_FINISHED_EVENT = "wfe.child_finished"
+"""The event a store publishes when a workflow that has a parent finishes.
+
+Its key is the child's workflow id; its data is a :class:`ChildFinished` as JSON. The
+store writes it in the same transaction that makes the child COMPLETE, FAILED or
+TERMINATED, so a parent waiting on it (a sub-workflow step) can never miss it. A
+workflow without a parent publishes nothing; descendants terminated along with their
+ancestor (the terminate cascade) publish nothing either, as their parent is going too.
+"""
 
 
 class PointerStatus(enum.StrEnum):
@@ -116,6 +127,30 @@ class WorkflowRecord(BaseModel):
     lease_token: int = 0
     lease_expires_at: int | None = None
     recoveries: int = 0
+    parent_id: str | None = None  # the workflow whose sub-workflow step started this one
+
+
+class ChildFinished(BaseModel):
+    """The data of a :data:`CHILD_FINISHED_EVENT`: how a child workflow ended."""
+
+    workflow_id: str
+    definition_id: str
+    version: int
+    status: WorkflowStatus
+    data: Any = None  # the child's final data, parsed (a JSON object for engine workflows)
+    error: str | None = None
+
+    @classmethod
+    def of(cls, record: WorkflowRecord) -> ChildFinished:
+        """The event data of a finished child, from its record as just written."""
+        return cls(
+            workflow_id=record.id,
+            definition_id=record.definition_id,
+            version=record.version,
+            status=record.status,
+            data=json.loads(record.data),
+            error=record.error,
+        )
 
 
 class WorkflowState(BaseModel):
@@ -137,6 +172,7 @@ class NewWorkflow(BaseModel):
     idempotency_key: str | None = None
     pointers: list[ExecutionPointer] = Field(default_factory=list)
     next_execution: int | None = 0  # 0 means "now" (the store uses its own clock)
+    parent_id: str | None = None  # set by sub-workflow steps; see CHILD_FINISHED_EVENT
 
 
 class Event(BaseModel):

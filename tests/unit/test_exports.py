@@ -9,6 +9,7 @@ import wfe.events
 EXPECTED = {
     "Backoff",
     "Cancelled",
+    "ChildWorkflowFailed",
     "DefinitionError",
     "DefinitionNotFound",
     "ErrorBehavior",
@@ -19,6 +20,7 @@ EXPECTED = {
     "NotFound",
     "ProviderError",
     "RetryPolicy",
+    "SagaRolledBack",
     "ShuttingDown",
     "StepBody",
     "StepContext",
