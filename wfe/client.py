@@ -116,11 +116,18 @@ class WorkflowClient:
         reference: str | None = None,
         idempotency_key: str | None = None,
         data_type: type[BaseModel] | None = None,
+        parent_id: str | None = None,
     ) -> str:
         """Start a workflow; returns its id.
 
         With the same ``idempotency_key`` every call returns the same instance and only
         the first creates it.
+
+        Args:
+            parent_id: the workflow that started this one; set by sub-workflow steps.
+                When this one finishes, the store publishes its
+                ``CHILD_FINISHED_EVENT`` (key: this workflow's id), and terminating
+                the parent terminates it too.
 
         Raises:
             DefinitionNotFound: no host ever registered this id (and version).
@@ -137,6 +144,7 @@ class WorkflowClient:
             data=text,
             reference=reference,
             idempotency_key=idempotency_key,
+            parent_id=parent_id,
         )
         record, created = await self.backend.persistence.create_workflow(new)
         if created:
@@ -269,7 +277,8 @@ class WorkflowClient:
         self.backend.queue.wake()
 
     async def terminate_workflow(self, workflow_id: str) -> None:
-        """Cancel the workflow for good: TERMINATED, and its owner is fenced off."""
+        """Cancel the workflow for good: TERMINATED, and its owner is fenced off; so are
+        its unfinished sub-workflows, and theirs."""
         await self._control(
             workflow_id, "terminate", _TERMINABLE, WorkflowStatus.TERMINATED, ev.WorkflowTerminated
         )

@@ -23,6 +23,8 @@ class WorkflowInstance(BaseModel):
     error: str | None = None
     create_time: datetime
     complete_time: datetime | None = None
+    parent_id: str | None = None
+    """The workflow whose sub-workflow step started this one, if any."""
 
     @classmethod
     def from_record(
@@ -47,4 +49,5 @@ class WorkflowInstance(BaseModel):
             error=record.error,
             create_time=created,
             complete_time=ms_to_datetime(record.complete_time),
+            parent_id=record.parent_id,
         )

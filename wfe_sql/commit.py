@@ -27,7 +27,7 @@ from wfe_core.models import (
     WorkflowState,
     WorkflowStatus,
 )
-from wfe_sql import rows
+from wfe_sql import children, rows
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.events import keep_due_for_events
 from wfe_sql.schema import deliveries, errors, subscriptions, workflows
@@ -78,7 +78,8 @@ class PreparedCommit:
     new_pointers: list[dict[str, Any]]
     updated_pointers: list[dict[str, Any]]
     event_keys: list[tuple[str, str]]
-    """The (event name, key) pairs of the new subscriptions, sorted (lock order)."""
+    """The (event name, key) pairs of the new subscriptions, and the workflow's own
+    child-finished key if the commit finishes it; sorted (lock order)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,9 @@ class CommitResult:
     status: WorkflowStatus
     db_now: int
     due: bool
+    woke: bool = False
+    """Whether it (may have) made another workflow due: a parent, by the child-finished
+    event."""
 
 
 def prepare_commit(commit: StepCommit) -> PreparedCommit:
@@ -105,12 +109,17 @@ def prepare_commit(commit: StepCommit) -> PreparedCommit:
         raise ProviderError(
             f"subscriptions {strangers} belong to another workflow than {workflow_id}"
         )
+    event_keys = {(sub.event_name, sub.event_key) for sub in commit.new_subscriptions}
+    if commit.status in FINISHED_STATUSES:
+        # Whether the workflow has a parent is only known inside the transaction; the
+        # lock is cheap, and must come before the row lock (see wfe_sql.children).
+        event_keys.add(children.finished_key(workflow_id))
     return PreparedCommit(
         commit=commit,
         commit_id=uuid.uuid4().hex,
         new_pointers=[rows.pointer_values(workflow_id, p) for p in commit.new_pointers],
         updated_pointers=[rows.pointer_values(workflow_id, p) for p in commit.updated_pointers],
-        event_keys=sorted({(sub.event_name, sub.event_key) for sub in commit.new_subscriptions}),
+        event_keys=sorted(event_keys),
     )
 
 
@@ -179,7 +188,10 @@ async def landed_commit(
         return None
     status = WorkflowStatus(row.status)
     due = status is WorkflowStatus.RUNNABLE and row.next_execution is not None
-    return CommitResult(status=status, db_now=int(row.db_now), due=due)
+    # A finishing commit may have woken a parent; its wake-up landed with it, but this
+    # process's signal was never set, so say so again (a spare wake-up costs one poll).
+    woke = status in FINISHED_STATUSES
+    return CommitResult(status=status, db_now=int(row.db_now), due=due, woke=woke)
 
 
 async def write_pointers(conn: AsyncConnection, prepared: PreparedCommit) -> None:
@@ -245,7 +257,8 @@ async def apply_commit(
     """
     commit = prepared.commit
     # Taken before the row lock of update_workflow, as publish takes it before its
-    # row locks: the same order everywhere, so the two cannot deadlock.
+    # row locks: the same order everywhere, so the two cannot deadlock. They include
+    # the child-finished key of a finishing commit, which publishes that event.
     await dialect.lock_event_keys(conn, prepared.event_keys)
     updated = await update_workflow(conn, dialect, prepared)
     if updated is None:
@@ -261,4 +274,8 @@ async def apply_commit(
     due = commit.next_execution is not None
     if status is WorkflowStatus.RUNNABLE:
         due = await keep_due_for_events(conn, dialect, commit.workflow_id) or due
-    return CommitResult(status=status, db_now=db_now, due=due)
+    woke = False
+    if status in FINISHED_STATUSES:
+        # After the writes above, so the event carries the data this commit wrote.
+        woke = await children.publish_child_finished_of(conn, dialect, commit.workflow_id) > 0
+    return CommitResult(status=status, db_now=db_now, due=due, woke=woke)

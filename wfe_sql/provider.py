@@ -24,8 +24,8 @@ from wfe_core.models import (
 )
 from wfe_core.ports.backend import Backend
 from wfe_core.ports.persistence import PersistenceProvider
+from wfe_sql import children, definitions, events, migrate, purge, rows, workflows
 from wfe_sql import commit as commits
-from wfe_sql import definitions, events, migrate, purge, rows, workflows
 from wfe_sql.database import Database, RetryPolicy
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.locks import SqlLock
@@ -127,12 +127,12 @@ class SqlPersistence(PersistenceProvider):
             started = time.monotonic_ns()
             result = await commits.apply_commit(conn, self._dialect, prepared)
             self._db.observe_time(result.db_now, started)
-            if _makes_work(commit, result):
+            if _makes_work(commit, result) or result.woke:
                 await self._dialect.notify_work(conn)
             return result
 
         result = await self._db.write(f"commit a step of workflow {commit.workflow_id}", work)
-        if _makes_work(commit, result):
+        if _makes_work(commit, result) or result.woke:
             self._db.signal.set()
         return result.status
 
@@ -143,15 +143,28 @@ class SqlPersistence(PersistenceProvider):
         allowed_from: frozenset[WorkflowStatus],
         to: WorkflowStatus,
     ) -> WorkflowRecord:
-        """Compare-and-set control operation (suspend/resume/terminate)."""
+        """Compare-and-set control operation (suspend/resume/terminate).
+
+        A move to a finished status publishes the workflow's child-finished event if it
+        has a parent; a move to TERMINATED also terminates its open descendants. All in
+        the one transaction.
+        """
+        cascade = to is WorkflowStatus.TERMINATED
 
         async def work(conn: AsyncConnection) -> WorkflowRecord:
             started = time.monotonic_ns()
+            if to in FINISHED_STATUSES:
+                await children.lock_for_finish(conn, self._dialect, workflow_id, cascade=cascade)
             record, db_now = await workflows.set_status(
                 conn, self._dialect, workflow_id, action, allowed_from, to
             )
             self._db.observe_time(db_now, started)
-            if to is WorkflowStatus.RUNNABLE:
+            woken = 0
+            if to in FINISHED_STATUSES:
+                woken = await children.publish_child_finished(conn, self._dialect, record)
+            if cascade:
+                await children.terminate_descendants(conn, self._dialect, workflow_id)
+            if to is WorkflowStatus.RUNNABLE or woken:
                 await self._dialect.notify_work(conn)
             return record
 
@@ -160,7 +173,9 @@ class SqlPersistence(PersistenceProvider):
             return record if record is not None and record.status is to else None
 
         record = await self._db.write(f"{action} workflow {workflow_id}", work, reconcile=landed)
-        if to is WorkflowStatus.RUNNABLE:
+        # A finished child may have woken its parent (also after a reconcile, which
+        # cannot tell): a spare wake-up costs one poll.
+        if to is WorkflowStatus.RUNNABLE or (to in FINISHED_STATUSES and record.parent_id):
             self._db.signal.set()
         return record
 

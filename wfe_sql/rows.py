@@ -42,6 +42,7 @@ def workflow_record(row: RowMapping | Mapping[str, Any]) -> WorkflowRecord:
         lease_token=row["lease_token"],
         lease_expires_at=row["lease_expires_at"],
         recoveries=row["recoveries"],
+        parent_id=row["parent_id"],
     )
 
 

@@ -48,6 +48,9 @@ workflows = sa.Table(
     # The id of the last step commit applied: a retry of a commit whose COMMIT was
     # lost in transit finds it here and knows the first attempt landed.
     sa.Column("last_commit", sa.Text, nullable=True),
+    # The workflow whose sub-workflow step started this one: its finish publishes
+    # CHILD_FINISHED_EVENT, and terminating an ancestor terminates it too.
+    sa.Column("parent_id", sa.Text, nullable=True),
     sa.CheckConstraint(f"status IN ({_STATUS_VALUES})", name="ck_wfe_workflows_status"),
 )
 
@@ -67,6 +70,7 @@ sa.Index("ix_wfe_workflows_definition_created", workflows.c.definition_id, workf
 sa.Index("ix_wfe_workflows_created", workflows.c.create_time)
 sa.Index("ix_wfe_workflows_reference", workflows.c.reference)
 sa.Index("ix_wfe_workflows_completed", workflows.c.complete_time)
+sa.Index("ix_wfe_workflows_parent", workflows.c.parent_id)  # the terminate cascade
 
 pointers = sa.Table(
     "wfe_pointers",

@@ -38,6 +38,7 @@ async def insert_workflow(
         "next_execution": new.next_execution,
         "lease_token": 0,
         "recoveries": 0,
+        "parent_id": new.parent_id,
     }
     if new.idempotency_key is None:
         stmt = sa.insert(workflows).values(values)

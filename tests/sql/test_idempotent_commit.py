@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe_core.errors import LeaseLost
 from wfe_core.models import (
+    CHILD_FINISHED_EVENT,
     StepCommit,
     WorkflowStatus,
 )
@@ -25,7 +26,7 @@ from wfe_sql import commit as commits
 from wfe_sql.schema import events, pointers, workflows
 
 from .conftest import database_of
-from .support import claimed_workflow, full_commit, new_workflow, table_rows
+from .support import ELIGIBLE, claimed_workflow, full_commit, new_workflow, table_rows
 
 
 def lost_in_transit() -> sa_exc.DBAPIError:
@@ -168,3 +169,75 @@ async def test_creates_publishes_and_status_changes_reconcile_after_a_lost_commi
         )
 
     assert await db.read("count", count) == (1, 1, 1)
+
+
+async def child_finished_events(sql_backend: Backend, child_id: str) -> list[dict[str, Any]]:
+    """The stored child-finished event rows of ``child_id`` (their data parsed)."""
+
+    async def read(conn: AsyncConnection) -> list[dict[str, Any]]:
+        stmt = sa.select(events.c.data).where(
+            events.c.name == CHILD_FINISHED_EVENT, events.c.key == child_id
+        )
+        return [json.loads(data) for data in (await conn.execute(stmt)).scalars()]
+
+    return await database_of(sql_backend).read("read child events", read)
+
+
+async def claimed_child(sql_backend: Backend) -> StepCommit:
+    """The finishing commit of a new child workflow claimed by "host"."""
+    parent, _ = await sql_backend.persistence.create_workflow(new_workflow(next_execution=None))
+    child, _ = await sql_backend.persistence.create_workflow(new_workflow(parent_id=parent.id))
+    [claim] = await sql_backend.queue.claim("host", 1, 30.0, ELIGIBLE)
+    assert claim.workflow_id == child.id
+    return StepCommit(
+        workflow_id=child.id,
+        owner=claim.owner,
+        token=claim.token,
+        data=json.dumps({"n": 1}),
+        status=WorkflowStatus.COMPLETE,
+    )
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["landed", "not-landed"])
+async def test_a_finishing_commit_retried_after_a_lost_commit_publishes_once(
+    sql_backend: Backend, monkeypatch: pytest.MonkeyPatch, landed: bool
+) -> None:
+    finish = await claimed_child(sql_backend)
+
+    with commit_lost(monkeypatch, landed=landed) as failures:
+        assert await sql_backend.persistence.commit(finish) is WorkflowStatus.COMPLETE
+
+    assert failures == [1]
+    [event] = await child_finished_events(sql_backend, finish.workflow_id)
+    assert (event["status"], event["data"]) == ("COMPLETE", {"n": 1})
+
+
+async def test_a_finishing_prepared_commit_run_twice_publishes_once(sql_backend: Backend) -> None:
+    db = database_of(sql_backend)
+    prepared = commits.prepare_commit(await claimed_child(sql_backend))
+
+    async def apply(conn: AsyncConnection) -> commits.CommitResult:
+        return await commits.apply_commit(conn, db.dialect, prepared)
+
+    first = await db.write("commit", apply)
+    second = await db.write("commit again", apply)
+
+    assert first.status is second.status is WorkflowStatus.COMPLETE
+    assert len(await child_finished_events(sql_backend, prepared.commit.workflow_id)) == 1
+
+
+async def test_a_terminate_retried_after_a_lost_commit_publishes_once(
+    sql_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finish = await claimed_child(sql_backend)
+    unfinished = frozenset({WorkflowStatus.RUNNABLE, WorkflowStatus.SUSPENDED})
+
+    with commit_lost(monkeypatch, landed=True) as failures:
+        record = await sql_backend.persistence.set_status(
+            finish.workflow_id, "terminate", unfinished, WorkflowStatus.TERMINATED
+        )
+
+    assert failures == [1]
+    assert record.status is WorkflowStatus.TERMINATED
+    [event] = await child_finished_events(sql_backend, finish.workflow_id)
+    assert event["status"] == "TERMINATED"

@@ -27,7 +27,7 @@ from wfe_core.models import (
 )
 from wfe_core.ports.clock import Clock
 from wfe_core.ports.persistence import PersistenceProvider
-from wfe_core.testing.memory import events
+from wfe_core.testing.memory import children, events
 from wfe_core.testing.memory.state import MemoryState, copy_json, copy_record
 
 _COMMITTABLE = frozenset({WorkflowStatus.RUNNABLE, WorkflowStatus.SUSPENDED})
@@ -101,6 +101,7 @@ class MemoryPersistence(PersistenceProvider):
             data=new.data,
             create_time=now,
             next_execution=new.next_execution,
+            parent_id=new.parent_id,
         )
         s.workflows[new.id] = record
         s.sequence[new.id] = s.next_sequence()
@@ -192,6 +193,9 @@ class MemoryPersistence(PersistenceProvider):
         s.errors[record.id].extend(writes.errors)
         self._write_record(record, commit)
         self._keep_events_due(record)
+        if record.status.finished:
+            # Only this commit can have finished it: a finished workflow is not committable.
+            children.publish_child_finished(self.state, record)
         return record.status
 
     async def set_status(
@@ -204,7 +208,9 @@ class MemoryPersistence(PersistenceProvider):
         """Move the workflow to ``to`` if its status is in ``allowed_from``.
 
         A move to RUNNABLE makes it due now; a move to a finished status sets
-        ``complete_time`` and clears the lease, fencing off the current owner.
+        ``complete_time`` and clears the lease, fencing off the current owner, and
+        publishes the child-finished event if the workflow has a parent. A move to
+        TERMINATED also terminates its RUNNABLE and SUSPENDED descendants.
 
         Raises:
             NotFound: unknown id.
@@ -222,6 +228,9 @@ class MemoryPersistence(PersistenceProvider):
             record.complete_time = now
             record.next_execution = None
             _clear_lease(record)
+            children.publish_child_finished(self.state, record)
+        if to is WorkflowStatus.TERMINATED:
+            children.terminate_descendants(self.state, record.id)
         return copy_record(record)
 
     async def purge(self, older_than_ms: int, statuses: frozenset[WorkflowStatus]) -> int:
