@@ -57,6 +57,8 @@ class PointerStatus(enum.StrEnum):
     COMPLETE = "COMPLETE"
     SKIPPED = "SKIPPED"  # run_if was false
     FAILED = "FAILED"  # failed for good
+    CANCELLED = "CANCELLED"  # stopped unfinished: its saga is rolling back
+    COMPENSATED = "COMPENSATED"  # completed, then undone by its saga's compensation
 
     @property
     def ended(self) -> bool:
@@ -64,7 +66,13 @@ class PointerStatus(enum.StrEnum):
 
 
 ENDED_POINTER_STATUSES = frozenset(
-    {PointerStatus.COMPLETE, PointerStatus.SKIPPED, PointerStatus.FAILED}
+    {
+        PointerStatus.COMPLETE,
+        PointerStatus.SKIPPED,
+        PointerStatus.FAILED,
+        PointerStatus.CANCELLED,
+        PointerStatus.COMPENSATED,
+    }
 )
 
 
