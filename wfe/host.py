@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from types import TracebackType
-from typing import Any
+from types import FrameType, TracebackType
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -25,6 +27,15 @@ from wfe_core.ports import Backend, LockProvider
 from wfe_core.retry import DEFAULT_RETRY, RetryPolicy
 
 log = logging.getLogger("wfe.host")
+
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+"""A signal disposition as ``signal.getsignal`` reports it."""
+
+HostState = Literal["new", "running", "stopping", "stopped"]
+"""What :attr:`WorkflowHost.state` returns: ``new`` (not started), ``running`` (claims
+and runs workflows), ``stopping`` (a stop has begun: it claims nothing and starts no new
+step; in-flight steps finish or are cancelled), ``stopped`` (nothing runs, every lease it
+held is released and, if the host opened its store, the connections are closed)."""
 
 
 class WorkflowHost(WorkflowClient):
@@ -45,6 +56,14 @@ class WorkflowHost(WorkflowClient):
         cleanup_ttl: when set, finished workflows older than this are purged
             periodically (one host at a time, under a lock).
         log_events: log every lifecycle event through ``logging`` (logger ``wfe.events``).
+
+    Shutting down: :meth:`stop` (or leaving ``async with``) stops claiming, starts no new
+    step, gives the in-flight steps ``timeout`` seconds to finish and commit, then
+    cancels the rest and releases their workflows' leases, so other hosts continue them
+    at once rather than after the lease expires. :meth:`request_stop` begins the same
+    stop without waiting (from a signal handler, say), :meth:`wait_for_shutdown` waits
+    for it, :meth:`cancel_running` cuts it short, :meth:`install_signal_handlers` wires
+    it to SIGTERM/SIGINT and :attr:`state` tells where it is.
     """
 
     def __init__(
@@ -97,8 +116,15 @@ class WorkflowHost(WorkflowClient):
         self._cleanup_interval = cleanup_interval
         self._cleanup_task: asyncio.Task[None] | None = None
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._state = "new"
+        self._state: HostState = "new"
         self._pending_saves: list[asyncio.Task[None]] = []
+        self._not_starting = asyncio.Event()  # clear while start() runs
+        self._not_starting.set()
+        self._stop_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self._store_closed = False
+        self._signals: _SignalHandlers | None = None
+        self._signals_received = 0
 
     @classmethod
     def from_url(
@@ -128,6 +154,11 @@ class WorkflowHost(WorkflowClient):
         """This host's lease owner name."""
         return self._worker.owner
 
+    @property
+    def state(self) -> HostState:
+        """``"new"``, ``"running"``, ``"stopping"`` or ``"stopped"`` (see :data:`HostState`)."""
+        return self._state
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def register(self, definition: WorkflowDefinition) -> None:
@@ -137,18 +168,37 @@ class WorkflowHost(WorkflowClient):
         store when the host starts; after, it is recorded in the background, so a
         client in another process may see ``DefinitionNotFound`` for a moment. The
         same id/version with different steps is a ``DefinitionError``.
+
+        Raises:
+            ShuttingDown: the host is stopping or stopped (it would never claim them).
         """
+        if self._state in ("stopping", "stopped"):
+            raise ShuttingDown(
+                f"host {self.host_id} is {self._state}; register({definition.id!r}) is "
+                "refused: a stopping host claims no new work"
+            )
         if self._registry.add(definition) and self._state == "running":
             self._pending_saves.append(asyncio.create_task(self._save_definition(definition)))
             self.backend.queue.wake()
 
     async def start(self) -> None:
-        """Migrate (if enabled), record the registered definitions, start claiming."""
-        if self._state != "new":
+        """Migrate (if enabled), record the registered definitions, start claiming.
+
+        Raises:
+            RuntimeError: the host was started (or stopped) before: a host starts once.
+            ShuttingDown: a stop was requested while it was starting.
+        """
+        if self._state != "new" or not self._not_starting.is_set():
             raise RuntimeError(f"host is {self._state}; a host starts once")
-        await self.ready()
-        for definition in self._registry.all():
-            await self._save_definition(definition)
+        self._not_starting.clear()
+        try:
+            await self.ready()
+            for definition in self._registry.all():
+                await self._save_definition(definition)
+        finally:
+            self._not_starting.set()
+        if self._stop_task is not None:
+            raise ShuttingDown(f"host {self.host_id} was asked to stop while it was starting")
         self._hub.start()
         self._worker.start()
         if self._cleanup_ttl is not None:
@@ -156,26 +206,184 @@ class WorkflowHost(WorkflowClient):
         self._state = "running"
 
     async def stop(self, timeout: float = 30.0) -> None:
-        """Graceful shutdown: stop claiming, let running steps finish within ``timeout``
-        seconds, then cancel them and release their leases so another host takes over
-        at once."""
-        if self._state in ("stopping", "stopped"):
+        """Stop gracefully and wait until stopped: :meth:`request_stop` then
+        :meth:`wait_for_shutdown`.
+
+        Args:
+            timeout: seconds in-flight steps get to finish and commit before they are
+                cancelled and their leases released; ``0`` cancels them at once. A stop
+                already under way keeps its deadline unless this one is sooner.
+                Cancelling the caller does not cancel the stop.
+        """
+        self.request_stop(timeout)
+        await self.wait_for_shutdown()
+
+    def request_stop(self, timeout: float = 30.0) -> None:
+        """Begin a graceful stop in the background and return at once.
+
+        The host stops claiming and starts no new step; in-flight steps get ``timeout``
+        seconds to finish and commit (each workflow's lease is released once its
+        in-flight steps have committed); then the steps still running are cancelled
+        (nothing is recorded for them: no failure, no retry) and their leases released.
+        Either way other hosts continue the workflows at once, from their last
+        committed step. A plain method, safe in a signal handler or any task on the
+        host's event loop; from another thread use
+        ``loop.call_soon_threadsafe(host.request_stop, timeout)``.
+
+        Idempotent: a second call does not restart the stop; it can only bring the
+        deadline forward (``request_stop(0)`` cancels at once), never push it back.
+        Ignored once the host has stopped. :meth:`wait_for_shutdown` waits for the end.
+
+        Raises:
+            ValueError: ``timeout`` is negative.
+            RuntimeError: called outside the event loop's thread.
+        """
+        if not timeout >= 0:
+            raise ValueError(f"timeout must be 0 or more seconds, got {timeout!r}")
+        if self._state == "stopped":
             return
-        self._state = "stopping"
-        await self._worker.stop(timeout)
-        if self._cleanup_task is not None:
-            self._cleanup_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._cleanup_task
-        for task in self._pending_saves:
-            with contextlib.suppress(Exception):
-                await task
-        await self._hub.stop()
-        for futures in self._waiters.values():
-            for future in futures:
-                future.cancel()
-        await self.close()
-        self._state = "stopped"
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "request_stop() must run on the host's event loop; from another thread "
+                "use loop.call_soon_threadsafe(host.request_stop)"
+            ) from None
+        self._worker.begin_stop(timeout)
+        if self._stop_task is None:
+            log.info("stopping host %s: in-flight steps get %gs to finish", self.host_id, timeout)
+            self._state = "stopping"
+            self._stop_task = loop.create_task(self._shut_down(), name=f"wfe-stop-{self.host_id}")
+            self._stop_task.add_done_callback(self._log_stop_failure)
+
+    async def wait_for_shutdown(self, timeout: float | None = None) -> None:
+        """Return once the host has stopped, whoever began the stop (a signal, another
+        task); at once if it already has. Waiting does not begin a stop.
+
+        Raises:
+            TimeoutError: still not stopped after ``timeout`` seconds (the stop goes on).
+            Exception: the error the stop itself failed with (the host is stopped anyway).
+        """
+        if not self._stopped.is_set():
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._stopped.wait()
+            except TimeoutError:
+                raise TimeoutError(
+                    f"host {self.host_id} is still {self._state} after {timeout:g}s"
+                ) from None
+        task = self._stop_task
+        error = task.exception() if task and task.done() and not task.cancelled() else None
+        if error is not None:
+            raise error
+
+    async def cancel_running(self) -> int:
+        """Force-cancel: cancel every workflow run in flight on this host, now.
+
+        Each running step body gets ``CancelledError`` and nothing is recorded for it
+        (no failure, no retry, its attempt number stays); the workflow's lease is
+        released, so any host resumes it at once from its last committed step (the
+        cancelled step runs again: step bodies run at least once). During a graceful
+        stop this ends the wait and the stop completes. On a running host the
+        workflows are due again at once, for any host, this one included.
+
+        Returns:
+            How many workflow runs were cancelled.
+        """
+        return await self._worker.cancel_running()
+
+    def install_signal_handlers(
+        self,
+        timeout: float = 30.0,
+        signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT),
+    ) -> Callable[[], None]:
+        """Stop this host on SIGTERM/SIGINT (Unix; call it on the running loop's main thread).
+
+        The first signal begins a graceful stop (``request_stop(timeout)``); a second
+        cancels the steps still running (``request_stop(0)``) and removes the handlers,
+        so a third gets the previous behaviour back (for SIGINT under ``asyncio.run``,
+        cancelling the main task; otherwise the default: KeyboardInterrupt or exit).
+        The handlers are removed when the host stops. Uses ``loop.add_signal_handler``,
+        which replaces a handler set that way before for the same signal::
+
+            async with WorkflowHost.from_url(url) as host:
+                host.install_signal_handlers(timeout=25)
+                await host.wait_for_shutdown()
+
+        Returns:
+            A function that removes the handlers.
+
+        Raises:
+            ShuttingDown: the host has stopped already.
+        """
+        if self._state == "stopped":
+            raise ShuttingDown(f"host {self.host_id} is stopped; no signal can stop it again")
+        if self._signals is not None:
+            self._signals.remove()
+        self._signals = _SignalHandlers(
+            asyncio.get_running_loop(), signals, lambda signum: self._on_signal(signum, timeout)
+        )
+        return self._signals.remove
+
+    def _on_signal(self, signum: int, timeout: float) -> None:
+        name = signal.Signals(signum).name
+        self._signals_received += 1
+        if self._signals_received == 1:
+            log.warning(
+                "%s: stopping host %s gracefully, in-flight steps get %gs "
+                "(send %s again to cancel them now)",
+                name,
+                self.host_id,
+                timeout,
+                name,
+            )
+            self.request_stop(timeout)
+            return
+        log.warning("%s again: cancelling the steps still running on host %s", name, self.host_id)
+        self.request_stop(0)
+        if self._signals is not None:
+            self._signals.remove()
+
+    async def _shut_down(self) -> None:
+        """The stop itself; runs once, as a task, whoever asked for it."""
+        try:
+            await self._not_starting.wait()  # start() sees the stop and refuses to go on
+            await self._worker.finish_stop()
+            if self._cleanup_task is not None:
+                self._cleanup_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._cleanup_task
+            for task in self._pending_saves:
+                with contextlib.suppress(Exception):
+                    await task
+            await self._hub.stop()
+            # Set before closing: a call that starts meanwhile gets a clear error, not a
+            # closed pool's.
+            self._store_closed = self._owns_backend
+            await self.close()
+        finally:
+            self._state = "stopped"
+            if self._signals is not None:
+                self._signals.remove()
+            self._stopped.set()
+            log.info("host %s stopped", self.host_id)
+
+    def _log_stop_failure(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("stopping host %s failed", self.host_id, exc_info=task.exception())
+
+    async def ready(self) -> None:
+        """Apply migrations once (see :meth:`WorkflowClient.ready`).
+
+        Raises:
+            ShuttingDown: the host has stopped and closed the store it opened.
+        """
+        if self._store_closed:
+            raise ShuttingDown(
+                f"host {self.host_id} is stopped and has closed its store; "
+                "use a WorkflowClient (or a running host) to query or steer workflows"
+            )
+        await super().ready()
 
     async def __aenter__(self) -> WorkflowHost:
         await self.start()
@@ -208,10 +416,13 @@ class WorkflowHost(WorkflowClient):
         """Start a workflow (see :meth:`WorkflowClient.start_workflow`).
 
         Raises:
-            ShuttingDown: the host is stopping.
+            ShuttingDown: the host is stopping or stopped.
         """
         if self._state in ("stopping", "stopped"):
-            raise ShuttingDown(f"host is {self._state}; start_workflow is refused")
+            raise ShuttingDown(
+                f"host {self.host_id} is {self._state}; start_workflow({definition_id!r}) is "
+                "refused: start it through a running host or a WorkflowClient"
+            )
         return await super().start_workflow(
             definition_id,
             data,
@@ -298,6 +509,38 @@ class WorkflowHost(WorkflowClient):
                     await lock.release(lease)
             except Exception:
                 log.exception("periodic cleanup failed")
+
+
+class _SignalHandlers:
+    """Handlers set with ``loop.add_signal_handler``, and the ones they replaced."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        signals: Sequence[int],
+        on_signal: Callable[[int], None],
+    ) -> None:
+        self._loop = loop
+        self._previous: dict[int, _Handler] = {}
+        try:
+            for signum in signals:
+                previous = signal.getsignal(signum)
+                loop.add_signal_handler(signum, on_signal, signum)
+                # The same function again means the loop's own no-op hook was there (a
+                # handler added with add_signal_handler): putting it back would leave
+                # the signal ignored, so the loop's default is restored instead.
+                self._previous[signum] = None if previous is signal.getsignal(signum) else previous
+        except BaseException:
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        """Remove the handlers and restore the ones they replaced (callable again)."""
+        previous, self._previous = self._previous, {}
+        for signum, handler in previous.items():
+            self._loop.remove_signal_handler(signum)
+            if handler is not None:
+                signal.signal(signum, handler)
 
 
 __all__ = ["WorkflowHost"]

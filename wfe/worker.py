@@ -3,6 +3,11 @@
 Three tasks: the poller (claims up to the free capacity, then waits for a wake-up or
 ``poll_interval``), the renewer (extends every held lease each ``lease/3``; a lease it
 cannot extend is abandoned at once), and one task per claimed workflow.
+
+Stopping is two calls: :meth:`Worker.begin_stop` (synchronous, so a signal handler can
+make it) stops claiming and starts no new step, and :meth:`Worker.finish_stop` waits for
+the in-flight steps until the deadline, then cancels what still runs and releases its
+leases.
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ from wfe_core.models import Claim
 from wfe_core.ports import Backend
 
 log = logging.getLogger("wfe.host")
+
+CANCEL_WAIT = 10.0
+"""Seconds to wait for cancelled runs to unwind. A step that ignores cancellation (it
+catches ``CancelledError`` and goes on) must not hold a shutdown forever: past this, the
+run is left behind and its lease expires by itself once the renewer has stopped."""
 
 
 @dataclass
@@ -49,38 +59,121 @@ class Worker:
         self.eligible = eligible
         self.owner = f"host-{uuid.uuid4().hex[:12]}"
         self.runs: dict[str, tuple[WorkflowRun, asyncio.Task[None]]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._alive: set[asyncio.Task[None]] = set()  # run tasks, until done (unwinding too)
+        self._poller: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
         self._claiming = False
         self._timers: list[asyncio.TimerHandle] = []
         self._suspect: str | None = None  # a recovered workflow running alone
         self._draining = False  # waiting for runs to finish so a suspect can run alone
+        self._deadline: float | None = None  # loop time when a stop cancels what runs
+        self._deadline_moved: asyncio.Future[None] | None = None  # wakes the drain
 
     def start(self) -> None:
         self._claiming = True
-        self._tasks = [
-            asyncio.create_task(self._poll(), name="wfe-poller"),
-            asyncio.create_task(self._renew(), name="wfe-renewer"),
-        ]
+        self._poller = asyncio.create_task(self._poll(), name="wfe-poller")
+        self._renewer = asyncio.create_task(self._renew(), name="wfe-renewer")
 
     async def stop(self, timeout: float) -> None:
-        """Stop claiming, let runs finish within ``timeout``, then cancel and release them."""
+        """:meth:`begin_stop` then :meth:`finish_stop`."""
+        self.begin_stop(timeout)
+        await self.finish_stop()
+
+    def begin_stop(self, timeout: float) -> None:
+        """Stop claiming and starting steps; in-flight steps get ``timeout`` seconds.
+
+        Callable again: a shorter timeout brings the deadline forward, a longer one
+        never pushes it back (a second signal must be able to hurry a stop, nothing
+        may slow one down).
+        """
+        deadline = asyncio.get_running_loop().time() + max(timeout, 0.0)
+        if self._deadline is not None and deadline >= self._deadline:
+            return
+        self._deadline = deadline
+        if self._deadline_moved is not None and not self._deadline_moved.done():
+            self._deadline_moved.set_result(None)
         self._claiming = False
+        for run, _ in self.runs.values():
+            # The run stops after its in-flight steps commit, releasing its lease with
+            # the next step due now, so another host goes on at once.
+            run.halted = True
         self.backend.queue.wake()
-        running = [task for _, task in self.runs.values()]
-        if running:
-            await asyncio.wait(running, timeout=timeout)
-        for _, task in list(self.runs.values()):
-            task.cancel()
-        for _, task in list(self.runs.values()):
-            with contextlib.suppress(BaseException):
-                await task
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+
+    async def finish_stop(self) -> None:
+        """Wait for in-flight steps until the deadline; cancel and release the rest."""
+        assert self._deadline is not None, "begin_stop first"
+        await self._drain()
+        cancelled = await self.cancel_running()
+        if cancelled:
+            log.info("cancelled %d workflow runs still in flight at the stop deadline", cancelled)
+        await self._stop_poller()
+        if self._renewer is not None:
+            # Only now: a step finishing within the grace period still needs its lease.
+            self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await self._renewer
         for timer in self._timers:
             timer.cancel()
+
+    async def _drain(self) -> None:
+        """Wait until no run is left or the deadline (which may move closer) passes."""
+        loop = asyncio.get_running_loop()
+        while self._alive:
+            assert self._deadline is not None
+            remaining = self._deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._deadline_moved = loop.create_future()
+            await asyncio.wait(
+                [*self._alive, self._deadline_moved],
+                timeout=remaining,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+
+    async def _stop_poller(self) -> None:
+        """Let the poller see the stop by itself: cancelled inside a claim, it would drop
+        leases it had just taken, and they would hold their workflows until expiry.
+        (A claim that lands after the stop began is released by ``_dispatch``.)"""
+        if self._poller is None:
+            return
+        self.backend.queue.wake()
+        await asyncio.wait([self._poller], timeout=CANCEL_WAIT)
+        self._poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._poller
+
+    async def cancel_running(self) -> int:
+        """Cancel every workflow run of this host now; returns how many were cancelled.
+
+        Each cancelled run releases its lease (its workflow is due at once and resumes
+        from its last committed step) unless the lease was already lost. Returns once
+        the runs have unwound and released, so the store may be closed right after.
+        """
+        # A run that already gave its lease up is only unwinding, and one being cancelled
+        # is releasing inside a shield (a second cancel would stop us waiting for it).
+        running = [
+            task for run, task in self.runs.values() if not run.released and not task.cancelling()
+        ]
+        cancelled = sum(1 for task in running if task.cancel())
+        tasks = [*self._alive, *(task for _, task in self.runs.values())]
+        if not tasks:
+            return 0
+        _, stuck = await asyncio.wait(set(tasks), timeout=CANCEL_WAIT)
+        for workflow_id, (run, task) in list(self.runs.items()):
+            if task.done():
+                # Cancelled before its first step: its body never ran, so neither did
+                # the cleanup in _execute that releases the lease.
+                self.runs.pop(workflow_id, None)
+                await self._release(run.claim)
+        if stuck:
+            log.error(
+                "%d workflow runs ignored cancellation for %gs (a step that swallows "
+                "CancelledError?); left behind, their leases expire by themselves: %s",
+                len(stuck),
+                CANCEL_WAIT,
+                ", ".join(sorted(task.get_name() for task in stuck)),
+            )
+        return cancelled
 
     async def _poll(self) -> None:
         queue = self.backend.queue
@@ -119,6 +212,11 @@ class Worker:
         the host holds and count against all of them. A suspect runs only on a host
         that holds nothing else; the other claims go back at once (no recovery counted).
         """
+        if not self._claiming:
+            # Claimed while the stop began: hand them straight back.
+            for claim in claims:
+                await self._release(claim)
+            return
         suspects = [c for c in claims if c.recoveries > 0]
         if not suspects:
             for claim in claims:
@@ -145,6 +243,8 @@ class Worker:
         run = WorkflowRun(claim, self.resolve, self.services)
         task = asyncio.create_task(self._execute(run), name=f"wfe-run-{claim.workflow_id}")
         self.runs[claim.workflow_id] = (run, task)
+        self._alive.add(task)
+        task.add_done_callback(self._alive.discard)
 
     async def _execute(self, run: WorkflowRun) -> None:
         claim = run.claim
@@ -159,6 +259,9 @@ class Worker:
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
         except asyncio.CancelledError:
+            # Forgotten before the release: once released, the poller may claim the
+            # workflow again at once, and would skip a claim for a run it still lists.
+            self._forget(run)
             if not run.released:
                 await asyncio.shield(self._release(claim))
             raise
@@ -168,10 +271,15 @@ class Worker:
                 "run of workflow %s failed; it will be retried after its lease", claim.workflow_id
             )
         finally:
-            self.runs.pop(claim.workflow_id, None)
-            if self._suspect == claim.workflow_id:
-                self._suspect = None
+            self._forget(run)
             self.backend.queue.wake()
+
+    def _forget(self, run: WorkflowRun) -> None:
+        entry = self.runs.get(run.workflow_id)
+        if entry is not None and entry[0] is run:
+            del self.runs[run.workflow_id]
+            if self._suspect == run.workflow_id:
+                self._suspect = None
 
     async def _release(self, claim: Claim) -> None:
         try:
