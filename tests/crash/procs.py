@@ -153,6 +153,27 @@ class HostProc:
             self.proc.stdout.close()
 
 
+def host_starter(
+    db: str, history: Path, log_dir: Path, registry: list[HostProc], *, lease: float, poll: float
+) -> Callable[..., Awaitable[HostProc]]:
+    """``await start(name, *extra_args)``: a host on the test's database, history file
+    and cleanup list, with the given lease and poll interval."""
+
+    async def start(name: str, *extra: str) -> HostProc:
+        return await HostProc.start(
+            name,
+            db=db,
+            history=history,
+            lease=lease,
+            poll=poll,
+            log_dir=log_dir,
+            registry=registry,
+            extra=list(extra),
+        )
+
+    return start
+
+
 def kill9(host: HostProc) -> None:
     """SIGKILL the host's process group and reap it."""
     assert host.proc is not None

@@ -11,7 +11,7 @@ import pytest
 from wfe import WorkflowClient, WorkflowStatus
 
 from .checks import tally
-from .procs import HostProc, kill9, read_history, wait_until
+from .procs import HostProc, host_starter, kill9, read_history, wait_until
 
 pytestmark = [pytest.mark.multiproc, pytest.mark.timeout(60)]
 
@@ -26,18 +26,7 @@ async def test_kill9_mid_for_each_resumes_at_the_running_item(
     host_procs: list[HostProc],
     client: WorkflowClient,
 ) -> None:
-    def start(name: str, *extra: str):
-        return HostProc.start(
-            name,
-            db=db_url,
-            history=history,
-            lease=LEASE,
-            poll=POLL,
-            log_dir=tmp_path,
-            registry=host_procs,
-            extra=list(extra),
-        )
-
+    start = host_starter(db_url, history, tmp_path, host_procs, lease=LEASE, poll=POLL)
     a = await start("host-a", "--hold-item", "3")
     wid = await client.start_workflow("eachflow", {"items": [1, 2, 3, 4]})
 

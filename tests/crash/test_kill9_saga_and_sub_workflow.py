@@ -11,28 +11,12 @@ import pytest
 from wfe import WorkflowClient, WorkflowStatus
 
 from .checks import tally
-from .procs import HostProc, kill9, read_history, wait_until
+from .procs import HostProc, host_starter, kill9, read_history, wait_until
 
 pytestmark = [pytest.mark.multiproc, pytest.mark.timeout(90)]
 
 LEASE = 1.0
 POLL = 0.1
-
-
-def starter(db_url: str, history: Path, tmp_path: Path, registry: list[HostProc]):
-    async def start(name: str, *extra: str) -> HostProc:
-        return await HostProc.start(
-            name,
-            db=db_url,
-            history=history,
-            lease=LEASE,
-            poll=POLL,
-            log_dir=tmp_path,
-            registry=registry,
-            extra=list(extra),
-        )
-
-    return start
 
 
 def started(history: Path, step: str) -> bool:
@@ -50,7 +34,7 @@ async def test_kill9_mid_compensation_resumes_compensating(
     host_procs: list[HostProc],
     client: WorkflowClient,
 ) -> None:
-    start = starter(db_url, history, tmp_path, host_procs)
+    start = host_starter(db_url, history, tmp_path, host_procs, lease=LEASE, poll=POLL)
     a = await start("host-a", "--hold-undo", "b")
     wid = await client.start_workflow("sagaflow", {})
     await wait_until(lambda: started(history, "undo:b"), 30, "undo:b starts on host A")
@@ -84,7 +68,7 @@ async def test_kill9_mid_sub_workflow_resumes_parent_and_child(
     host_procs: list[HostProc],
     client: WorkflowClient,
 ) -> None:
-    start = starter(db_url, history, tmp_path, host_procs)
+    start = host_starter(db_url, history, tmp_path, host_procs, lease=LEASE, poll=POLL)
     a = await start("host-a", "--hold-child-step", "c2")
     parent_id = await client.start_workflow("parentflow", {"n": 1})
     await wait_until(lambda: started(history, "child:c2"), 30, "child step c2 starts on host A")
