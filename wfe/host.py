@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from wfe import backends
+from wfe.children import HostChildren
 from wfe.client import WorkflowClient
 from wfe.instance import WorkflowInstance
 from wfe.registry import Registry
@@ -100,7 +101,7 @@ class WorkflowHost(WorkflowClient):
         services = RunServices(
             persistence=backend.persistence,
             lifecycle=self._hub,
-            start_child=self._start_child,
+            children=HostChildren(self, self._registry),
             default_retry=default_retry,
             on_finished=self._finished,
             max_recovery_attempts=max_recovery_attempts,
@@ -480,13 +481,6 @@ class WorkflowHost(WorkflowClient):
                 fingerprint=definition.fingerprint,
                 data_schema=definition.data_type.model_json_schema(),
             )
-        )
-
-    async def _start_child(
-        self, definition_id: str, data: Any, key: str, reference: str | None
-    ) -> str:
-        return await WorkflowClient.start_workflow(
-            self, definition_id, data, reference=reference, idempotency_key=key
         )
 
     def _finished(self, workflow_id: str) -> None:
