@@ -127,11 +127,16 @@ class WorkflowClient:
             parent_id: the workflow that started this one; set by sub-workflow steps.
                 When this one finishes, the store publishes its
                 ``CHILD_FINISHED_EVENT`` (key: this workflow's id), and terminating
-                the parent terminates it too.
+                the parent terminates it too. The parent must be RUNNABLE or SUSPENDED
+                (a repeated start with the same ``idempotency_key`` still returns its
+                child after the parent finished).
 
         Raises:
             DefinitionNotFound: no host ever registered this id (and version).
             InvalidData: data fails the model's validation or cannot be stored.
+            NotFound: ``parent_id`` names no workflow.
+            InvalidStateTransition: the parent is finished (COMPLETE, FAILED,
+                TERMINATED): a child started now would run unsupervised.
         """
         await self.ready()
         version = await self._resolve_version(definition_id, version)

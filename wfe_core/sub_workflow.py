@@ -7,7 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 from wfe_core.context import StepContext
-from wfe_core.errors import ChildWorkflowFailed, DefinitionNotFound, InvalidData
+from wfe_core.errors import (
+    ChildWorkflowFailed,
+    DefinitionNotFound,
+    InvalidData,
+    InvalidStateTransition,
+    NotFound,
+)
 from wfe_core.models import CHILD_FINISHED_EVENT, ChildFinished, WorkflowStatus
 from wfe_core.result import ExecutionResult
 from wfe_core.step import StepBody
@@ -62,5 +68,9 @@ class SubWorkflow(StepBody):
         return finished.data if model is None else model.model_validate(finished.data)
 
     def is_retryable(self, error: BaseException) -> bool:
-        # Starting again cannot make an unknown definition known or bad input valid.
-        return not isinstance(error, (DefinitionNotFound, InvalidData))
+        # Starting again cannot make an unknown definition known or bad input valid,
+        # nor reopen a finished (or purged) parent: the store refuses a child of one.
+        # (That parent is this step's own workflow, so its commit is fenced off anyway.)
+        return not isinstance(
+            error, (DefinitionNotFound, InvalidData, InvalidStateTransition, NotFound)
+        )

@@ -59,12 +59,32 @@ class SqlPersistence(PersistenceProvider):
         return self._db.clock.now_ms()
 
     async def create_workflow(self, new: NewWorkflow) -> tuple[WorkflowRecord, bool]:
-        """Insert a workflow and its first pointers, or return the one with its key."""
+        """Insert a workflow and its first pointers, or return the one with its key.
+
+        A child (``parent_id`` set) is only created under a RUNNABLE or SUSPENDED
+        parent, checked under a share lock on the parent's row (see
+        :func:`wfe_sql.children.lock_parent`); a start whose idempotency key is taken
+        still returns its workflow after the parent finished.
+
+        Raises:
+            NotFound: ``parent_id`` names no workflow.
+            InvalidStateTransition: the parent is finished.
+        """
         rows.check_json(new.data, f"data of workflow {new.id}")
         pointers = [rows.pointer_values(new.id, pointer) for pointer in new.pointers]
 
         async def work(conn: AsyncConnection) -> tuple[WorkflowRecord, bool]:
             started = time.monotonic_ns()
+            if new.parent_id is not None:
+                refused = await children.lock_parent(conn, new.parent_id)
+                if refused is not None:
+                    # The key wins: a retried start finds the child it made before the
+                    # parent finished (looked up after the lock, so also a twin's).
+                    if new.idempotency_key is not None:
+                        existing = await workflows.select_workflow_by_key(conn, new.idempotency_key)
+                        if existing is not None:
+                            return existing, False
+                    raise refused
             record = await workflows.insert_workflow(conn, self._dialect, new)
             if record is None:
                 existing = await workflows.select_workflow_by_key(conn, new.idempotency_key or "")

@@ -16,6 +16,7 @@ from wfe_core.models import (
     DefinitionRecord,
     Event,
     EventSubscription,
+    NewWorkflow,
     WorkflowQuery,
     WorkflowRecord,
     WorkflowStatus,
@@ -30,6 +31,7 @@ from .support import (
     commit_for,
     create,
     new_id,
+    new_workflow,
     snapshot,
     subscription,
 )
@@ -233,6 +235,7 @@ async def test_terminate_cascades_to_unfinished_descendants(backend: Backend) ->
     paused = await create(backend, parent_id=root.id, next_execution=None)
     await store.set_status(paused.id, "suspend", UNFINISHED, WorkflowStatus.SUSPENDED)
     done = await create(backend, parent_id=root.id)
+    under_done = await create(backend, parent_id=done.id, next_execution=None)  # orphaned next
     await store.commit(
         commit_for(await claim_only(backend, done.id), status=WorkflowStatus.COMPLETE)
     )
@@ -243,7 +246,6 @@ async def test_terminate_cascades_to_unfinished_descendants(backend: Backend) ->
     )
     great_grandchild = await create(backend, parent_id=grandchild.id)
     great_claim = await claim_only(backend, great_grandchild.id)
-    under_done = await create(backend, parent_id=done.id, next_execution=None)  # orphaned
     stranger = await create(backend, next_execution=None)
     before = store.now_ms()
 
@@ -326,3 +328,131 @@ async def test_the_client_starts_a_child_with_its_parent(backend: Backend) -> No
     assert (await client.get_workflow(parent_id)).parent_id is None
     child = await client.get_workflow(child_id)
     assert (child.parent_id, child.data) == (parent_id, {"n": 2})
+
+
+FINISHED = [WorkflowStatus.TERMINATED, WorkflowStatus.COMPLETE, WorkflowStatus.FAILED]
+
+
+async def finished_parent(backend: Backend, status: WorkflowStatus) -> WorkflowRecord:
+    """A workflow that ended with ``status`` (terminated, or by its own commit)."""
+    store = backend.persistence
+    parent = await create(backend)
+    if status is WorkflowStatus.TERMINATED:
+        await store.set_status(parent.id, "terminate", UNFINISHED, status)
+    else:
+        claim = await claim_only(backend, parent.id)
+        await store.commit(commit_for(claim, status=status))
+    return await store.get_workflow(parent.id)
+
+
+async def stored_ids(backend: Backend) -> set[str]:
+    listed = await backend.persistence.list_workflows(WorkflowQuery(limit=1000))
+    return {r.id for r in listed}
+
+
+async def assert_not_stored(backend: Backend, new: NewWorkflow, before: set[str]) -> None:
+    """Nothing of ``new`` was written: no row, no pointers, its key still free."""
+    store = backend.persistence
+    assert await stored_ids(backend) == before
+    with pytest.raises(NotFound):
+        await store.get_workflow(new.id)
+    with pytest.raises(NotFound):
+        await store.get_pointers(new.id)
+    assert new.idempotency_key is not None
+    reuse = new_workflow(idempotency_key=new.idempotency_key, next_execution=None)
+    _, created = await store.create_workflow(reuse)  # no parent: nothing to refuse
+    assert created
+
+
+@pytest.mark.parametrize("status", FINISHED, ids=lambda s: s.value)
+async def test_a_child_of_a_finished_parent_is_refused_and_nothing_is_stored(
+    backend: Backend, status: WorkflowStatus
+) -> None:
+    parent = await finished_parent(backend, status)
+    before_parent = await snapshot(backend, parent.id)
+    before = await stored_ids(backend)
+    new = new_workflow(parent_id=parent.id, idempotency_key=new_id("key-"))
+
+    with pytest.raises(InvalidStateTransition) as refused:
+        await backend.persistence.create_workflow(new)
+
+    assert (refused.value.workflow_id, refused.value.status) == (parent.id, status.value)
+    assert "start a child of" in str(refused.value)
+    assert await snapshot(backend, parent.id) == before_parent
+    await assert_not_stored(backend, new, before)
+    assert await backend.queue.claim("host-b", 10, 30, ELIGIBLE) == []
+
+
+async def test_a_child_of_a_missing_parent_is_refused_and_nothing_is_stored(
+    backend: Backend,
+) -> None:
+    before = await stored_ids(backend)
+    missing = new_id("wf-")
+    new = new_workflow(parent_id=missing, idempotency_key=new_id("key-"))
+
+    with pytest.raises(NotFound) as refused:
+        await backend.persistence.create_workflow(new)
+
+    assert refused.value.workflow_id == missing
+    assert "parent" in str(refused.value)
+    await assert_not_stored(backend, new, before)
+
+
+async def test_a_child_of_a_suspended_parent_is_created(backend: Backend) -> None:
+    store = backend.persistence
+    parent = await create(backend, next_execution=None)
+    await store.set_status(parent.id, "suspend", UNFINISHED, WorkflowStatus.SUSPENDED)
+
+    child = await create(backend, parent_id=parent.id)
+
+    assert (child.status, child.parent_id) == (WorkflowStatus.RUNNABLE, parent.id)
+    assert (await claim_only(backend, child.id)).workflow_id == child.id
+    # And terminating the suspended parent still reaches it.
+    await store.set_status(parent.id, "terminate", UNFINISHED, WorkflowStatus.TERMINATED)
+    assert (await store.get_workflow(child.id)).status is WorkflowStatus.TERMINATED
+
+
+@pytest.mark.parametrize("status", FINISHED, ids=lambda s: s.value)
+async def test_a_repeated_start_after_the_parent_finished_returns_the_existing_child(
+    backend: Backend, status: WorkflowStatus
+) -> None:
+    store = backend.persistence
+    parent = await create(backend)
+    parent_claim = await claim_only(backend, parent.id)
+    key = new_id("key-")
+    child, created = await store.create_workflow(
+        new_workflow(parent_id=parent.id, idempotency_key=key, next_execution=None)
+    )
+    assert created
+    if status is WorkflowStatus.TERMINATED:
+        await store.set_status(parent.id, "terminate", UNFINISHED, status)
+    else:
+        await store.commit(commit_for(parent_claim, status=status))
+    before = await stored_ids(backend)
+
+    again, created = await store.create_workflow(
+        new_workflow(parent_id=parent.id, idempotency_key=key)
+    )
+
+    assert not created
+    assert again == await store.get_workflow(child.id)
+    assert await stored_ids(backend) == before
+    # The cascade reached it only if the parent was terminated.
+    terminated = status is WorkflowStatus.TERMINATED
+    assert again.status is (WorkflowStatus.TERMINATED if terminated else WorkflowStatus.RUNNABLE)
+
+
+async def test_the_client_refuses_a_child_of_a_terminated_parent(backend: Backend) -> None:
+    await backend.persistence.save_definition(
+        DefinitionRecord(definition_id=DEFINITION, version=1, fingerprint="f")
+    )
+    client = WorkflowClient(backend, auto_migrate=False)
+    parent_id = await client.start_workflow(DEFINITION, {"n": 1})
+    await client.terminate_workflow(parent_id)
+
+    with pytest.raises(InvalidStateTransition, match="start a child of"):
+        await client.start_workflow(DEFINITION, {"n": 2}, parent_id=parent_id)
+    with pytest.raises(NotFound):
+        await client.start_workflow(DEFINITION, {"n": 2}, parent_id=new_id("wf-"))
+
+    assert [w.id for w in await client.list_workflows(definition_id=DEFINITION)] == [parent_id]

@@ -231,3 +231,46 @@ async def test_child_defined_only_on_another_host(make_host, backend):
     assert inst.status is WorkflowStatus.COMPLETE, inst.error
     assert inst.data.total == 20 and isinstance(seen[0], dict)
     assert len(await backend.persistence.list_workflows(WorkflowQuery(limit=10))) == 2
+
+
+async def test_a_sub_workflow_step_of_a_terminated_parent_starts_no_child(
+    make_host, backend, monkeypatch
+):
+    """The parent is terminated just before its sub_workflow step starts the child:
+    the store refuses the child, the step's end is fenced off, nothing is retried."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    outcomes: list[str] = []
+    create = backend.persistence.create_workflow
+
+    async def held_create(new):
+        if new.parent_id is None:
+            return await create(new)
+        entered.set()
+        await release.wait()
+        try:
+            made = await create(new)
+        except Exception as exc:
+            outcomes.append(type(exc).__name__)
+            raise
+        outcomes.append("created")
+        return made
+
+    monkeypatch.setattr(backend.persistence, "create_workflow", held_create)
+    async with make_host() as host:
+        host.register(child_flow())
+        host.register(parent_flow())
+        wid = await host.start_workflow("ordering", {"order": "Z"})
+        async with asyncio.timeout(30):
+            await entered.wait()
+        await host.terminate_workflow(wid)
+        release.set()
+        for _ in range(250):
+            if outcomes:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(1.0)  # room for a retry or a re-claim, were there one
+        inst = await host.get_workflow(wid)
+        kids = await host.list_workflows(definition_id="pricing")
+    assert outcomes == ["InvalidStateTransition"]
+    assert inst.status is WorkflowStatus.TERMINATED and inst.data.trace == ["before"]
+    assert kids == []

@@ -30,6 +30,13 @@ class WorkflowStore(Protocol):
         If ``new.idempotency_key`` is already used, insert nothing and return the
         existing record with ``False``; otherwise return the new record with ``True``.
         Safe under concurrent calls with the same key (exactly one row is created).
+
+        A child (``new.parent_id`` set) is created only if, in the same transaction,
+        its parent exists and is RUNNABLE or SUSPENDED; else nothing is inserted and
+        ``NotFound`` (no such parent) or ``InvalidStateTransition`` (a finished one)
+        is raised, unless the idempotency key is taken (its workflow is returned).
+        Against a concurrent terminate of the parent, the child is either refused
+        or terminated by the cascade: never left open under a TERMINATED parent.
         """
         ...
 

@@ -7,11 +7,22 @@ in the same "transaction" as the write that finishes the workflow.
 
 from __future__ import annotations
 
+from wfe_core.errors import InvalidStateTransition, NotFound
 from wfe_core.models import CHILD_FINISHED_EVENT, ChildFinished, WorkflowRecord, WorkflowStatus
 from wfe_core.testing.memory import events
 from wfe_core.testing.memory.state import MemoryState
 
 _OPEN = frozenset({WorkflowStatus.RUNNABLE, WorkflowStatus.SUSPENDED})
+
+
+def check_parent(state: MemoryState, parent_id: str) -> None:
+    """Refuse a child of a missing or finished parent: it would escape the terminate
+    cascade (which has run, or will never run) and run as an orphan."""
+    parent = state.workflows.get(parent_id)
+    if parent is None:
+        raise NotFound(parent_id, "parent of the new workflow")
+    if parent.status not in _OPEN:
+        raise InvalidStateTransition(parent_id, "start a child of", parent.status.value)
 
 
 def publish_child_finished(state: MemoryState, record: WorkflowRecord) -> None:

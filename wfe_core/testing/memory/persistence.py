@@ -76,15 +76,23 @@ class MemoryPersistence(PersistenceProvider):
         """Insert a workflow and its pointers, or return the one holding the same
         idempotency key with ``False``.
 
+        A child (``parent_id`` set) is only created under a RUNNABLE or SUSPENDED
+        parent; the idempotency key is looked up first, so a retried start still
+        finds its child after the parent finished.
+
         Raises:
             ProviderError: the id is taken, or two pointers share an id.
             InvalidData: the data or a pointer is not JSON.
+            NotFound: ``parent_id`` names no workflow.
+            InvalidStateTransition: the parent is finished.
         """
         s = self.state
         if new.idempotency_key is not None:
             existing = s.idempotency.get(new.idempotency_key)
             if existing is not None:
                 return copy_record(s.workflows[existing]), False
+        if new.parent_id is not None:
+            children.check_parent(s, new.parent_id)
         if new.id in s.workflows:
             raise ProviderError(f"workflow id {new.id!r} already exists")
         events.parse_json(new.data, f"data of workflow {new.id}")
