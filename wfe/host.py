@@ -8,7 +8,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -18,6 +18,7 @@ from wfe.children import HostChildren
 from wfe.client import WorkflowClient
 from wfe.instance import WorkflowInstance
 from wfe.registry import Registry
+from wfe.signals import SignalHandlers
 from wfe.worker import Worker, WorkerOptions
 from wfe_core.definition import WorkflowDefinition
 from wfe_core.errors import ShuttingDown
@@ -29,7 +30,6 @@ from wfe_core.retry import DEFAULT_RETRY, RetryPolicy
 
 log = logging.getLogger("wfe.host")
 
-_Handler = Callable[[int, FrameType | None], Any] | int | None
 """A signal disposition as ``signal.getsignal`` reports it."""
 
 HostState = Literal["new", "running", "stopping", "stopped"]
@@ -124,7 +124,7 @@ class WorkflowHost(WorkflowClient):
         self._stop_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._store_closed = False
-        self._signals: _SignalHandlers | None = None
+        self._signals: SignalHandlers | None = None
         self._signals_received = 0
 
     @classmethod
@@ -321,7 +321,7 @@ class WorkflowHost(WorkflowClient):
             raise ShuttingDown(f"host {self.host_id} is stopped; no signal can stop it again")
         if self._signals is not None:
             self._signals.remove()
-        self._signals = _SignalHandlers(
+        self._signals = SignalHandlers(
             asyncio.get_running_loop(), signals, lambda signum: self._on_signal(signum, timeout)
         )
         return self._signals.remove
@@ -503,38 +503,6 @@ class WorkflowHost(WorkflowClient):
                     await lock.release(lease)
             except Exception:
                 log.exception("periodic cleanup failed")
-
-
-class _SignalHandlers:
-    """Handlers set with ``loop.add_signal_handler``, and the ones they replaced."""
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        signals: Sequence[int],
-        on_signal: Callable[[int], None],
-    ) -> None:
-        self._loop = loop
-        self._previous: dict[int, _Handler] = {}
-        try:
-            for signum in signals:
-                previous = signal.getsignal(signum)
-                loop.add_signal_handler(signum, on_signal, signum)
-                # The same function again means the loop's own no-op hook was there (a
-                # handler added with add_signal_handler): putting it back would leave
-                # the signal ignored, so the loop's default is restored instead.
-                self._previous[signum] = None if previous is signal.getsignal(signum) else previous
-        except BaseException:
-            self.remove()
-            raise
-
-    def remove(self) -> None:
-        """Remove the handlers and restore the ones they replaced (callable again)."""
-        previous, self._previous = self._previous, {}
-        for signum, handler in previous.items():
-            self._loop.remove_signal_handler(signum)
-            if handler is not None:
-                signal.signal(signum, handler)
 
 
 __all__ = ["WorkflowHost"]

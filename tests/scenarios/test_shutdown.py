@@ -243,6 +243,11 @@ async def test_cancel_running_on_a_running_host_restarts_the_step(make_host):
         assert await host.cancel_running() == 1
         assert host.state == "running"
         done = await host.wait_for_completion(wid, HANDOVER)
+        # The completion is visible in the store a moment before its run unwinds.
+        for _ in range(200):
+            if not host._worker.runs:
+                break
+            await asyncio.sleep(0.01)
         assert await host.cancel_running() == 0
     assert done.status is WorkflowStatus.COMPLETE and done.data.runs == 1
     assert blocker.cancelled == [wid]

@@ -224,11 +224,22 @@ class WorkflowRun:
                 return
             builder = TransitionBuilder(self, transition, pointer_id)
             step_commit, new_data = builder.build()
-            status = await self.services.persistence.commit(step_commit)
+            status = await self._write(step_commit)
             self._apply(step_commit, new_data, status)
         for event in transition.events:
             self.services.lifecycle.publish(event)
         self._after_commit(step_commit, status)
+
+    async def _write(self, step_commit: StepCommit) -> WorkflowStatus:
+        """Store a commit; a cancellation arriving meanwhile waits for it to finish, so
+        a step whose result was being written is not cut off and run again for that."""
+        write = asyncio.ensure_future(self.services.persistence.commit(step_commit))
+        try:
+            return await asyncio.shield(write)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await write  # its outcome is the store's now; the run ends either way
+            raise
 
     def _apply(
         self, commit: StepCommit, new_data: dict[str, Any] | None, status: WorkflowStatus

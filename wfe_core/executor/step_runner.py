@@ -90,6 +90,11 @@ class StepRunner:
             patch = diff(snapshot, to_jsonable(ctx.data))
             result = _checked(result)
         except Exception as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # The host cancelled the step (stop, force-cancel) and the body turned
+                # that into another error: not a failure of the step, so not recorded.
+                raise asyncio.CancelledError from exc
             await self._failed(pointer, step, body, exc, snapshot)
             return
         await self._succeeded(pointer, step, result, patch)
