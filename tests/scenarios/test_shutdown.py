@@ -489,3 +489,39 @@ async def test_signal_handlers_are_removed_when_the_host_stops(make_host):
     assert signal.getsignal(signal.SIGUSR2) is not before
     await host.stop()
     assert signal.getsignal(signal.SIGUSR2) is before
+
+
+async def test_a_cancellation_the_body_turns_into_an_error_is_still_no_failure(make_host):
+    """A body that catches the cancellation and raises something else (cleanup code
+    often does) is still cancelled: no error stored, no retry, the attempt unchanged."""
+    blocked = asyncio.Event()
+
+    async def converts(ctx):
+        if ctx.data.runs == 0 and not blocked.is_set():
+            blocked.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                raise RuntimeError("cleanup after cancel went wrong") from None
+        ctx.data.runs += 1
+
+    async def before(ctx):
+        ctx.data.first = 1
+
+    flow = (
+        WorkflowBuilder("converting", data=Data)
+        .start_with(before, name="before")  # so c's pointer is stored before it runs
+        .then(converts, name="c")
+        .build()
+    )
+    host = make_host(lease=LEASE)
+    host.register(flow)
+    events = step_events(host)
+    await host.start()
+    wid = await host.start_workflow("converting", {})
+    await asyncio.wait_for(blocked.wait(), HANDOVER)
+    await host.stop(timeout=0)
+
+    pointers = {p.step_name: p for p in await host.backend.persistence.get_pointers(wid)}
+    assert (pointers["c"].attempt, pointers["c"].error, pointers["c"].ended) == (1, None, False)
+    assert events[-1] == ("StepStarted", "c", 1)
