@@ -76,6 +76,7 @@ class WorkflowRun:
         self.halted = False  # suspended, finished or failed: start nothing new
         self.released = False
         self.finished = False  # committed as COMPLETE, FAILED or TERMINATED
+        self.in_flight: set[str] = set()  # activations started and not yet committed
         self._commit_lock = asyncio.Lock()
         self._runner = StepRunner(self)
 
@@ -174,6 +175,7 @@ class WorkflowRun:
                 now = self.now()
                 for pointer in list(self.pointers.values()):
                     if pointer.id not in self.tasks and plan.is_ready(pointer, now):
+                        self.in_flight.add(pointer.id)
                         self.tasks[pointer.id] = asyncio.create_task(
                             self._runner.execute(pointer.id), name=f"wfe-step-{pointer.step_name}"
                         )
@@ -226,6 +228,7 @@ class WorkflowRun:
             step_commit, new_data = builder.build()
             status = await self._write(step_commit)
             self._apply(step_commit, new_data, status)
+            self.in_flight.discard(pointer_id or "")
         for event in transition.events:
             self.services.lifecycle.publish(event)
         self._after_commit(step_commit, status)

@@ -1,19 +1,21 @@
 """Saga rollback and early endings, as pointer changes added to a transition.
 
 A saga is rolled back in two phases. When a step inside fails for good, its commit
-records the failure on the saga pointer and cancels what inside is not running
-(:func:`start_rollback`); running steps finish, and nothing new starts inside (see
-``plan.rolling_back``). Once the branch has wholly ended the saga runs again, and
-:func:`plan_compensation` fixes, in that run's commit, the list of compensations its
-body then runs one by one, so a crash resumes the same list where it stopped.
+records the failure on the saga pointer and cancels what inside is idle
+(:func:`rollback_changes`, computed under the run's commit lock); activations in flight
+finish, and nothing new starts inside (see ``plan.rolling_back``). Once the branch has
+wholly ended the saga runs again, and :func:`plan_compensation` fixes, in that run's
+commit, the list of compensations its body then runs one by one, so a crash resumes
+the same list where it stopped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from wfe_core.executor import plan
-from wfe_core.executor.transition import Transition
 from wfe_core.models import ExecutionPointer, PointerStatus
 
 if TYPE_CHECKING:
@@ -29,41 +31,51 @@ def enclosing_saga(run: WorkflowRun, pointer: ExecutionPointer) -> ExecutionPoin
     return None
 
 
+@dataclass(frozen=True)
+class Rollback:
+    """A transition's request to start rolling ``saga_id`` back because ``failed_id``
+    failed for good; applied when the commit is built, against the current state."""
+
+    saga_id: str
+    failed_id: str
+    reason: str
+
+
 def cancel_unfinished(
-    run: WorkflowRun, t: Transition, inside: str | None, spare: str, *, running: bool = False
-) -> None:
-    """Cancel every unfinished pointer (inside the container ``inside``, or anywhere
-    when None), except ``spare``, and drop their waits. Pointers running right now are
-    left alone unless ``running`` (their own commits will then be dropped)."""
+    run: WorkflowRun,
+    pointers: Mapping[str, ExecutionPointer],
+    inside: str | None,
+    spare: str,
+    *,
+    running: bool = False,
+) -> list[ExecutionPointer]:
+    """Cancelled copies of every unfinished pointer (inside the container ``inside``, or
+    anywhere when None) except ``spare``. An activation in flight (started, not yet
+    committed) is left to finish unless ``running`` (its commit will then be dropped)."""
     now = run.now()
-    for other in run.pointers.values():
-        if other.ended or other.id == spare or (other.id in run.tasks and not running):
+    cancelled = []
+    for other in pointers.values():
+        if other.ended or other.id == spare or (other.id in run.in_flight and not running):
             continue
         if inside is not None and inside not in other.scope:
             continue
-        cancelled = other.model_copy(deep=True)
-        cancelled.status, cancelled.end_time = PointerStatus.CANCELLED, now
-        cancelled.sleep_until = None
-        t.also_updated.append(cancelled)
-        if other.id in run.subscriptions:
-            t.removed_subscriptions.append(run.subscriptions[other.id].id)
+        copy = other.model_copy(deep=True)
+        copy.status, copy.end_time, copy.sleep_until = PointerStatus.CANCELLED, now, None
+        cancelled.append(copy)
+    return cancelled
 
 
-def start_rollback(
-    run: WorkflowRun,
-    saga: ExecutionPointer,
-    failed: ExecutionPointer,
-    reason: str,
-    t: Transition,
-) -> None:
-    """Record on ``saga`` that ``failed`` failed for good and stop what is idle inside."""
+def rollback_changes(
+    run: WorkflowRun, pointers: Mapping[str, ExecutionPointer], rollback: Rollback
+) -> list[ExecutionPointer]:
+    """The saga marked as failed, and what inside it is idle, cancelled."""
+    saga = pointers[rollback.saga_id]
     state = saga.persistence_data if isinstance(saga.persistence_data, dict) else {}
     if "failed" in state:
-        return  # a concurrent step already started the rollback
+        return []  # a concurrent step already started the rollback
     marked = saga.model_copy(deep=True)
-    marked.persistence_data = {**state, "failed": failed.id, "error": reason}
-    t.also_updated.append(marked)
-    cancel_unfinished(run, t, saga.id, spare=failed.id)
+    marked.persistence_data = {**state, "failed": rollback.failed_id, "error": rollback.reason}
+    return [marked, *cancel_unfinished(run, pointers, saga.id, spare=rollback.failed_id)]
 
 
 def plan_compensation(run: WorkflowRun, saga: ExecutionPointer) -> list[ExecutionPointer]:

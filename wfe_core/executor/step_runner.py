@@ -137,8 +137,7 @@ class StepRunner:
             pointer.outcome = result.outcome_value
             t.events.append(self._event(ev.StepCompleted, pointer))
             if result.ends_workflow:
-                t.status = WorkflowStatus.COMPLETE
-                saga.cancel_unfinished(run, t, None, spare=pointer.id, running=True)
+                t.status, t.ends_workflow = WorkflowStatus.COMPLETE, True
         elif result.event_name is not None:
             t.subscription = self._wait(pointer, step, result, now)
             await self._match_published(pointer, t.subscription)
@@ -257,7 +256,7 @@ class StepRunner:
         action = step.on_failure or FailureAction.FAIL_WORKFLOW
         if around is not None and action is not FailureAction.CONTINUE:
             reason = self._final_message(step, pointer, pointer.error or "")
-            saga.start_rollback(run, around, pointer, reason, t)
+            t.rollback = saga.Rollback(around.id, pointer.id, reason)
         elif action is FailureAction.FAIL_WORKFLOW:
             t.status = WorkflowStatus.FAILED
             t.error = self._final_message(step, pointer, pointer.error or "")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from wfe_core.events import LifecycleEvent
-from wfe_core.executor import plan
+from wfe_core.executor import plan, saga
 from wfe_core.executor.data import encode
 from wfe_core.merge import Patch, apply
 from wfe_core.models import (
@@ -31,6 +31,8 @@ class Transition:
     patch: Patch | None = None
     children: list[ExecutionPointer] = field(default_factory=list)
     also_updated: list[ExecutionPointer] = field(default_factory=list)  # e.g. a saga's
+    rollback: saga.Rollback | None = None
+    ends_workflow: bool = False  # cancel everything else unfinished
     subscription: EventSubscription | None = None
     removed_subscriptions: list[str] = field(default_factory=list)
     delivered_event: str | None = None
@@ -56,6 +58,7 @@ class TransitionBuilder:
         updated += t.also_updated
         for pointer in updated:
             pointers[pointer.id] = pointer
+        updated += self._cancellations(pointers)
         if t.pointer is not None and t.status is None:
             self._stop_if_rolling_back(t.pointer, pointers)
         new = list(t.children)
@@ -105,6 +108,22 @@ class TransitionBuilder:
             return None
         merged: dict[str, Any] = apply(self.run.data, patch)
         return merged
+
+    def _cancellations(self, pointers: dict[str, ExecutionPointer]) -> list[ExecutionPointer]:
+        """Computed here, under the run's commit lock, so that no other activation's
+        commit lands between deciding what to cancel and cancelling it."""
+        t, run = self.t, self.run
+        if t.rollback is not None:
+            changed = saga.rollback_changes(run, pointers, t.rollback)
+        elif t.ends_workflow and t.pointer is not None:
+            changed = saga.cancel_unfinished(run, pointers, None, t.pointer.id, running=True)
+        else:
+            return []
+        for pointer in changed:
+            pointers[pointer.id] = pointer
+            if pointer.id in run.subscriptions and pointer.status is PointerStatus.CANCELLED:
+                t.removed_subscriptions.append(run.subscriptions[pointer.id].id)
+        return changed
 
     def _stop_if_rolling_back(
         self, pointer: ExecutionPointer, pointers: dict[str, ExecutionPointer]
