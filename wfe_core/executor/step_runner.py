@@ -127,9 +127,7 @@ class StepRunner:
         run, now = self.run, self.run.now()
         marks = self._undo_marks.pop(pointer.id, [])
         t = Transition(pointer=pointer, patch=patch, also_updated=marks)
-        if pointer.id in run.deliveries:
-            t.delivered_event, removed = run.deliveries.pop(pointer.id)
-            t.removed_subscriptions.append(removed)
+        self._consume_delivery(pointer, t)
         pointer.persistence_data = result.persistence_data
         pointer.error = None
         if result.proceed:
@@ -148,6 +146,15 @@ class StepRunner:
             pointer.status = PointerStatus.SLEEPING
             pointer.sleep_until = now + int((result.sleep_for or 0.0) * 1000)
         await run.commit(t, pointer.id)
+
+    def _consume_delivery(self, pointer: ExecutionPointer, t: Transition) -> bool:
+        """Record the event that woke ``pointer`` as delivered and drop its subscription,
+        in ``t``; False if no event woke it."""
+        if pointer.id not in self.run.deliveries:
+            return False
+        t.delivered_event, removed = self.run.deliveries.pop(pointer.id)
+        t.removed_subscriptions.append(removed)
+        return True
 
     def _wait(
         self, pointer: ExecutionPointer, step: StepDef, result: ExecutionResult, now: int
@@ -206,10 +213,7 @@ class StepRunner:
         self._undo_marks.pop(pointer.id, None)
         # The wait is over either way: consume the event that woke the step (a retry
         # waits afresh) and drop the subscription (a timed-out wait has one too).
-        if pointer.id in run.deliveries:
-            t.delivered_event, removed = run.deliveries.pop(pointer.id)
-            t.removed_subscriptions.append(removed)
-        elif pointer.id in run.subscriptions:
+        if not self._consume_delivery(pointer, t) and pointer.id in run.subscriptions:
             t.removed_subscriptions.append(run.subscriptions[pointer.id].id)
         behavior = step.error_behavior
         around = None if step.compensates else saga.enclosing_saga(run, pointer)
