@@ -23,7 +23,7 @@ never runs as an orphan. See :func:`lock_parent` for why this adds no deadlock.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -109,29 +109,38 @@ async def lock_parent(
     return None
 
 
-async def _children(
-    conn: AsyncConnection, parent_ids: Sequence[str]
-) -> list[tuple[str, WorkflowStatus]]:
-    """The id and status of every workflow started by one of these; uses
-    ix_wfe_workflows_parent."""
-    stmt = sa.select(workflows.c.id, workflows.c.status).where(
-        workflows.c.parent_id.in_(parent_ids)
-    )
-    return [(row.id, WorkflowStatus(row.status)) for row in await conn.execute(stmt)]
+async def _levels(
+    conn: AsyncConnection, root_id: str
+) -> AsyncIterator[list[tuple[str, WorkflowStatus]]]:
+    """The workflows below ``root_id`` by ``parent_id``, one level at a time (id and
+    status; through finished ones too: a failed child may have left a grandchild
+    running); uses ix_wfe_workflows_parent.
+
+    A level is read only when the caller asks for it, so whatever the caller wrote
+    on the level above (and the row locks that took) comes first.
+    """
+    seen, level = {root_id}, [root_id]
+    while level:
+        stmt = sa.select(workflows.c.id, workflows.c.status).where(workflows.c.parent_id.in_(level))
+        below = [
+            (row.id, WorkflowStatus(row.status))
+            for row in await conn.execute(stmt)
+            if row.id not in seen
+        ]
+        seen.update(wid for wid, _ in below)
+        if below:
+            yield below
+        level = [wid for wid, _ in below]
 
 
 async def open_descendants(conn: AsyncConnection, root_id: str) -> list[str]:
-    """Every RUNNABLE or SUSPENDED workflow below ``root_id`` by ``parent_id`` (through
-    finished ones too: a failed child may have left a grandchild running), level by
-    level."""
-    seen, level = {root_id}, [root_id]
-    found: list[str] = []
-    while level:
-        below = [(wid, status) for wid, status in await _children(conn, level) if wid not in seen]
-        seen.update(wid for wid, _ in below)
-        found.extend(wid for wid, status in below if status.value in _OPEN)
-        level = [wid for wid, _ in below]
-    return found
+    """Every RUNNABLE or SUSPENDED workflow below ``root_id``."""
+    return [
+        wid
+        async for below in _levels(conn, root_id)
+        for wid, status in below
+        if status.value in _OPEN
+    ]
 
 
 async def lock_for_finish(
@@ -167,11 +176,8 @@ async def terminate_descendants(conn: AsyncConnection, dialect: SqlDialect, root
     They publish no child-finished event: their parents are being terminated too.
     """
     now = dialect.now_ms()
-    seen, level = {root_id}, [root_id]
     count = 0
-    while level:
-        below = [(wid, status) for wid, status in await _children(conn, level) if wid not in seen]
-        seen.update(wid for wid, _ in below)
+    async for below in _levels(conn, root_id):
         doomed = [wid for wid, status in below if status.value in _OPEN]
         if doomed:
             stmt = (
@@ -186,5 +192,4 @@ async def terminate_descendants(conn: AsyncConnection, dialect: SqlDialect, root
                 )
             )
             count += (await conn.execute(stmt)).rowcount
-        level = [wid for wid, _ in below]
     return count

@@ -148,12 +148,13 @@ def _workflow_changes(dialect: SqlDialect, commit: StepCommit, commit_id: str) -
 
 async def update_workflow(
     conn: AsyncConnection, dialect: SqlDialect, prepared: PreparedCommit
-) -> tuple[WorkflowStatus, int] | None:
+) -> tuple[WorkflowStatus, int, str | None] | None:
     """Write the workflow row of a step commit if we hold the lease and this commit
     has not landed yet; ``None`` if nothing matched (fenced off, or landed).
 
     Runs first in the commit transaction (after the event-key locks), so a fenced-off
-    commit writes nothing. Returns the status after the write and the database time.
+    commit writes nothing. Returns the status after the write, the database time and
+    the parent's id (so that only a child's finishing commit reads its row again).
     """
     commit, now = prepared.commit, dialect.now_ms()
     stmt = (
@@ -164,10 +165,12 @@ async def update_workflow(
             workflows.c.last_commit.is_distinct_from(prepared.commit_id),
         )
         .values(_workflow_changes(dialect, commit, prepared.commit_id))
-        .returning(workflows.c.status, now.label("db_now"))
+        .returning(workflows.c.status, now.label("db_now"), workflows.c.parent_id)
     )
     row = (await conn.execute(stmt)).first()
-    return None if row is None else (WorkflowStatus(row.status), int(row.db_now))
+    if row is None:
+        return None
+    return WorkflowStatus(row.status), int(row.db_now), row.parent_id
 
 
 async def landed_commit(
@@ -266,7 +269,7 @@ async def apply_commit(
         if landed is None:
             raise LeaseLost(commit.workflow_id, commit.token)
         return landed
-    status, db_now = updated
+    status, db_now, parent_id = updated
     await write_pointers(conn, prepared)
     await write_subscriptions(conn, commit)
     await write_deliveries(conn, dialect, commit)
@@ -275,7 +278,7 @@ async def apply_commit(
     if status is WorkflowStatus.RUNNABLE:
         due = await keep_due_for_events(conn, dialect, commit.workflow_id) or due
     woke = False
-    if status in FINISHED_STATUSES:
+    if status in FINISHED_STATUSES and parent_id is not None:
         # After the writes above, so the event carries the data this commit wrote.
         woke = await children.publish_child_finished_of(conn, dialect, commit.workflow_id) > 0
     return CommitResult(status=status, db_now=db_now, due=due, woke=woke)
