@@ -9,12 +9,13 @@ database) or ``sql_backend`` (a migrated backend) and run once per selected SQL 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe.backends import open_backend as open_by_url
 from wfe_core.ports.backend import Backend
@@ -109,3 +110,16 @@ async def pg_backend(pg_url: str) -> AsyncIterator[Backend]:
 def database_of(backend: Backend) -> Database:
     """The :class:`Database` behind a SQL backend."""
     return cast(SqlPersistence, backend.persistence).database
+
+
+@pytest.fixture(params=[True, False], ids=["locked", "unlocked"])
+def locking(request: pytest.FixtureRequest, pg_backend: Backend, monkeypatch: Any) -> bool:
+    """Run with the event-key locks (the product), and without them (to show the race)."""
+    if not request.param:
+        dialect = database_of(pg_backend).dialect
+
+        async def no_lock(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
+            return None
+
+        monkeypatch.setattr(dialect, "lock_event_keys", no_lock)
+    return bool(request.param)

@@ -21,8 +21,6 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Sequence
-from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -32,7 +30,6 @@ from wfe_core.errors import InvalidStateTransition, LeaseLost, NotFound
 from wfe_core.models import (
     CHILD_FINISHED_EVENT,
     Claim,
-    EventSubscription,
     NewWorkflow,
     StepCommit,
     WorkflowQuery,
@@ -46,23 +43,17 @@ from wfe_sql.database import Database
 
 from .conftest import database_of
 from .support import ELIGIBLE, new_workflow
-from .test_postgres_races import jittered, open_transaction, until_blocked_or_done
+from .test_postgres_races import (
+    finish,
+    is_due,
+    jittered,
+    open_transaction,
+    subscribe,
+    until_blocked_or_done,
+)
 
 UNFINISHED = frozenset({WorkflowStatus.RUNNABLE, WorkflowStatus.SUSPENDED})
 ITERATIONS = 100  # of the two-host race of a child start and its parent's terminate
-
-
-@pytest.fixture(params=[True, False], ids=["locked", "unlocked"])
-def locking(request: pytest.FixtureRequest, pg_backend: Backend, monkeypatch: Any) -> bool:
-    """Run with the event-key locks (the product), and without them (to show the race)."""
-    if not request.param:
-        dialect = database_of(pg_backend).dialect
-
-        async def no_lock(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
-            return None
-
-        monkeypatch.setattr(dialect, "lock_event_keys", no_lock)
-    return bool(request.param)
 
 
 async def claim(backend: Backend, workflow_id: str) -> Claim:
@@ -80,33 +71,9 @@ async def family(backend: Backend) -> tuple[Claim, Claim]:
     return parent_claim, await claim(backend, child.id)
 
 
-def subscribe(parent: Claim, child_id: str) -> StepCommit:
+def waiting_for(parent: Claim, child_id: str) -> StepCommit:
     """The parent's commit that starts waiting for the child's end and goes idle."""
-    sub = EventSubscription(
-        id=f"sub-{uuid.uuid4()}",
-        workflow_id=parent.workflow_id,
-        pointer_id=f"p-{uuid.uuid4()}",
-        event_name=CHILD_FINISHED_EVENT,
-        event_key=child_id,
-        as_of=0,
-    )
-    return StepCommit(
-        workflow_id=parent.workflow_id,
-        owner=parent.owner,
-        token=parent.token,
-        next_execution=None,
-        release=True,
-        new_subscriptions=[sub],
-    )
-
-
-def finish(child: Claim) -> StepCommit:
-    return StepCommit(
-        workflow_id=child.workflow_id,
-        owner=child.owner,
-        token=child.token,
-        status=WorkflowStatus.COMPLETE,
-    )
+    return subscribe(parent, child_id, CHILD_FINISHED_EVENT)
 
 
 async def terminate_statements(conn: AsyncConnection, db: Database, workflow_id: str) -> None:
@@ -119,18 +86,13 @@ async def terminate_statements(conn: AsyncConnection, db: Database, workflow_id:
     await children.terminate_descendants(conn, db.dialect, workflow_id)
 
 
-async def is_due(backend: Backend, workflow_id: str) -> bool:
-    claims = await backend.queue.claim("host-b", 10, 30.0, ELIGIBLE)
-    return [c.workflow_id for c in claims] == [workflow_id]
-
-
 @pytest.mark.parametrize("how", ["commit", "terminate"])
 async def test_a_child_finishing_while_its_parent_subscribes(
     pg_backend: Backend, locking: bool, how: str
 ) -> None:
     db, store = database_of(pg_backend), pg_backend.persistence
     parent, child = await family(pg_backend)
-    prepared = commits.prepare_commit(subscribe(parent, child.workflow_id))
+    prepared = commits.prepare_commit(waiting_for(parent, child.workflow_id))
     async with open_transaction(db) as conn:
         await commits.apply_commit(conn, db.dialect, prepared)
         # The subscription is written, not committed: now the child finishes.
@@ -159,7 +121,7 @@ async def test_a_parent_subscribing_while_its_child_finishes(
         else:
             await terminate_statements(conn, db, child.workflow_id)
         # The event is written, not committed: now the parent starts waiting for it.
-        subscribing = asyncio.create_task(store.commit(subscribe(parent, child.workflow_id)))
+        subscribing = asyncio.create_task(store.commit(waiting_for(parent, child.workflow_id)))
         await until_blocked_or_done(db, subscribing)
     await subscribing
     assert await is_due(pg_backend, parent.workflow_id) is locking
@@ -170,7 +132,7 @@ async def test_terminating_a_parent_while_its_child_finishes_does_not_deadlock(
 ) -> None:
     db, store = database_of(pg_backend), pg_backend.persistence
     parent, child = await family(pg_backend)
-    await store.commit(subscribe(parent, child.workflow_id))  # the parent waits, RUNNABLE
+    await store.commit(waiting_for(parent, child.workflow_id))  # the parent waits, RUNNABLE
     async with open_transaction(db) as conn:
         # The terminate holds the parent's row and is about to cascade into the child's.
         await children.lock_for_finish(conn, db.dialect, parent.workflow_id, cascade=True)
@@ -200,15 +162,6 @@ async def waiting_on_a_lock(db: Database) -> bool:
         return int((await conn.exec_driver_sql(stmt)).scalar_one())
 
     return await db.read("look at lock waits", count) > 0
-
-
-async def until_lock_wait_or_done(db: Database, task: asyncio.Task[Any]) -> None:
-    """Wait until ``task`` waits for a lock, or has finished."""
-    async with asyncio.timeout(10):
-        while True:
-            if task.done() or await waiting_on_a_lock(db):
-                return
-            await asyncio.sleep(0.01)
 
 
 async def create_statements(conn: AsyncConnection, db: Database, new: NewWorkflow) -> None:
@@ -257,7 +210,7 @@ async def test_a_child_created_while_its_parent_is_terminated_is_terminated(
         terminating = asyncio.create_task(
             store.set_status(parent.id, "terminate", UNFINISHED, WorkflowStatus.TERMINATED)
         )
-        await until_lock_wait_or_done(db, terminating)
+        await until_blocked_or_done(db, terminating, waiting_on_a_lock)
         waited = not terminating.done()  # for the child's commit
     await terminating
     assert await outcome_of_child(pg_backend, new.id) is WorkflowStatus.TERMINATED
@@ -279,7 +232,7 @@ async def test_a_child_created_while_its_grandparent_is_terminated_is_terminated
         terminating = asyncio.create_task(
             store.set_status(root.id, "terminate", UNFINISHED, WorkflowStatus.TERMINATED)
         )
-        await until_lock_wait_or_done(db, terminating)
+        await until_blocked_or_done(db, terminating, waiting_on_a_lock)
         waited = not terminating.done()  # its cascade, for the grandchild's commit
     await terminating
     assert await outcome_of_child(pg_backend, middle.id) is WorkflowStatus.TERMINATED
@@ -304,7 +257,7 @@ async def test_a_child_started_while_its_parent_is_being_terminated_is_refused(
         await terminate_statements(conn, db, root.id)
         # The tree is TERMINATED, not committed: now a child of it is started.
         starting = asyncio.create_task(store.create_workflow(new))
-        await until_lock_wait_or_done(db, starting)
+        await until_blocked_or_done(db, starting, waiting_on_a_lock)
         waited = not starting.done()  # for the terminate's commit
     with pytest.raises(InvalidStateTransition) as refused:
         await starting

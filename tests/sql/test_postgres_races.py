@@ -16,11 +16,10 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe.backends import open_backend
@@ -47,11 +46,16 @@ async def waiting_on_advisory_lock(db: Database) -> bool:
     return await db.read("look at locks", count) > 0
 
 
-async def until_blocked_or_done(db: Database, task: asyncio.Task[Any]) -> None:
-    """Wait until ``task`` waits for an advisory lock, or has finished."""
+async def until_blocked_or_done(
+    db: Database,
+    task: asyncio.Task[Any],
+    waiting: Callable[[Database], Awaitable[bool]] = waiting_on_advisory_lock,
+) -> None:
+    """Wait until ``task`` waits for a lock (an advisory one unless ``waiting`` says
+    which), or has finished."""
     async with asyncio.timeout(10):
         while True:
-            if task.done() or await waiting_on_advisory_lock(db):
+            if task.done() or await waiting(db):
                 return
             await asyncio.sleep(0.01)
 
@@ -84,13 +88,13 @@ def finish(claim: Claim) -> StepCommit:
     )
 
 
-def subscribe(claim: Claim, key: str) -> StepCommit:
-    """The commit of a step that starts waiting for ("paid", key) and goes idle."""
+def subscribe(claim: Claim, key: str, event_name: str = "paid") -> StepCommit:
+    """The commit of a step that starts waiting for (event_name, key) and goes idle."""
     sub = EventSubscription(
         id=f"sub-{uuid.uuid4()}",
         workflow_id=claim.workflow_id,
         pointer_id=f"p-{uuid.uuid4()}",
-        event_name="paid",
+        event_name=event_name,
         event_key=key,
         as_of=0,
     )
@@ -107,19 +111,6 @@ def subscribe(claim: Claim, key: str) -> StepCommit:
 async def is_due(backend: Backend, workflow_id: str) -> bool:
     claims = await backend.queue.claim("host-b", 10, 30.0, ELIGIBLE)
     return [c.workflow_id for c in claims] == [workflow_id]
-
-
-@pytest.fixture(params=[True, False], ids=["locked", "unlocked"])
-def locking(request: pytest.FixtureRequest, pg_backend: Backend, monkeypatch: Any) -> bool:
-    """Run with the event-key lock (the product), and without it (to show the race)."""
-    if not request.param:
-        dialect = database_of(pg_backend).dialect
-
-        async def no_lock(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
-            return None
-
-        monkeypatch.setattr(dialect, "lock_event_keys", no_lock)
-    return bool(request.param)
 
 
 async def test_a_publish_during_a_commit_adding_its_subscription(
