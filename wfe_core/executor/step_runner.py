@@ -265,12 +265,18 @@ class StepRunner:
             t.status = WorkflowStatus.FAILED
             t.error = self._final_message(step, pointer, pointer.error or "")
 
-    @staticmethod
-    def _check_branch(step: StepDef, result: ExecutionResult) -> None:
+    def _check_branch(self, step: StepDef, result: ExecutionResult) -> None:
+        """A container may start its own branches; a saga also compensation steps."""
         if result.branch_steps is None:
             return
-        unknown = [s for s in result.branch_steps if s not in step.children]
-        if unknown and not step.saga:
+        steps = self.run.definition.steps
+        unknown = [
+            s
+            for s in result.branch_steps
+            if s not in step.children
+            and not (step.saga and 0 <= s < len(steps) and steps[s].compensates)
+        ]
+        if unknown:
             raise ValueError(f"step {step.name!r} cannot start steps {unknown}: not its branches")
 
     async def _on_failure_hook(
