@@ -64,6 +64,31 @@ class StepDef:
 
 
 @dataclass(frozen=True)
+class DefinitionSource:
+    """The text a definition was built from (a YAML file, say), kept with its instances.
+
+    ``kind`` names the loader that rebuilds the definition from ``text`` and ``config``
+    (the load-time values); the store keeps one copy per :attr:`digest`, and every
+    instance started from it resumes against that copy, whatever happens to the file.
+    """
+
+    kind: str
+    text: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+    path: str | None = None  # where it was loaded from, for messages only
+
+    @property
+    def config_json(self) -> str:
+        return json.dumps(dict(self.config), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def digest(self) -> str:
+        """sha256 of kind, text and config: the identity of the stored copy."""
+        payload = json.dumps([self.kind, self.text, self.config_json]).encode()
+        return hashlib.sha256(payload).hexdigest()
+
+
+@dataclass(frozen=True)
 class WorkflowDefinition:
     """A validated workflow: register it with a host. Build it with ``WorkflowBuilder``."""
 
@@ -75,6 +100,7 @@ class WorkflowDefinition:
     default_retry: RetryPolicy | None = None
     default_timeout: float | None = None
     dependents: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
+    source: DefinitionSource | None = None
 
     def step_named(self, name: str) -> StepDef:
         for step in self.steps:
@@ -86,6 +112,7 @@ class WorkflowDefinition:
     def fingerprint(self) -> str:
         """A hash of the definition's shape, to tell two different definitions apart."""
         shape = {
+            "source": None if self.source is None else self.source.digest,
             "id": self.id,
             "version": self.version,
             "data": self.data_type.model_json_schema(),

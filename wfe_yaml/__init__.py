@@ -1,0 +1,1 @@
+"""YAML workflows: a loader, ``${{ }}`` interpolation, shell and Deno step executors."""

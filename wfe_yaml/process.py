@@ -1,0 +1,152 @@
+"""Run a step's child process in its own process group, with bounded capture.
+
+Every process a YAML step starts runs in a new session (``start_new_session``), so the
+whole group (the shell and whatever it started in the background) can be killed with
+one ``killpg``: on timeout or cancellation, and once the main process has exited, so no
+orphan keeps running or holds the output pipes open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+OUTPUT_LIMIT = 64 * 1024
+"""Bytes of stdout and of stderr kept per step (the tail: errors come last)."""
+
+DRAIN_AFTER_EXIT = 2.0
+"""Seconds to finish reading the pipes after the main process exited and its group was
+killed; a grandchild that left the group and kept the pipe open is not waited for."""
+
+LineFilter = Callable[[str], bool]
+"""Sees each complete stdout line (without its newline); returns True to keep it out of
+the captured stdout (a control line such as an output marker)."""
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """What a finished step process left: exit code, captured text, outputs."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    outputs: dict[str, Any] = field(default_factory=dict)
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+
+    def tail(self, chars: int = 2000) -> str:
+        """The end of stderr (or stdout when stderr is empty), for error messages."""
+        text = self.stderr.strip() or self.stdout.strip()
+        return text if len(text) <= chars else "…" + text[-chars:]
+
+
+class _Tail:
+    """The last ``limit`` bytes of a stream."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buffer = bytearray()
+        self.truncated = False
+
+    def add(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        if len(self.buffer) > self.limit:
+            del self.buffer[: len(self.buffer) - self.limit]
+            self.truncated = True
+
+    def text(self) -> str:
+        return self.buffer.decode("utf-8", errors="replace")
+
+
+async def _read_stderr(stream: asyncio.StreamReader, sink: _Tail) -> None:
+    while chunk := await stream.read(65536):
+        sink.add(chunk)
+
+
+async def _read_stdout(
+    stream: asyncio.StreamReader, sink: _Tail, line_filter: LineFilter | None
+) -> None:
+    pending = b""
+    while chunk := await stream.read(65536):
+        if line_filter is None:
+            sink.add(chunk)
+            continue
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if not line_filter(line.decode("utf-8", errors="replace")):
+                sink.add(line + b"\n")
+        if len(pending) > sink.limit:  # a huge line without a newline: keep its tail only
+            sink.add(pending)
+            pending = b""
+    if pending and (
+        line_filter is None or not line_filter(pending.decode("utf-8", errors="replace"))
+    ):
+        sink.add(pending)
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group led by ``pid``; quiet if it is already gone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | None = None,
+    line_filter: LineFilter | None = None,
+    outputs: dict[str, Any] | None = None,
+    limit: int = OUTPUT_LIMIT,
+) -> ProcessResult:
+    """Run ``argv`` to its end in a new process group and capture its output.
+
+    Cancellation (the step's timeout, a shutdown, a terminate) kills the whole group
+    with SIGKILL before it propagates. ``outputs`` is the dict the ``line_filter``
+    fills; it is returned in the result.
+    """
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(env),
+        cwd=cwd,
+        start_new_session=True,
+    )
+    out, err = _Tail(limit), _Tail(limit)
+    assert process.stdout is not None and process.stderr is not None
+    readers = asyncio.gather(
+        _read_stdout(process.stdout, out, line_filter), _read_stderr(process.stderr, err)
+    )
+    try:
+        exit_code = await process.wait()
+    except BaseException:
+        kill_group(process.pid)
+        readers.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(process.wait(), DRAIN_AFTER_EXIT)
+        with contextlib.suppress(BaseException):
+            await readers
+        raise
+    kill_group(process.pid)  # background children the step left behind
+    try:
+        await asyncio.wait_for(asyncio.shield(readers), DRAIN_AFTER_EXIT)
+    except TimeoutError:
+        readers.cancel()
+        with contextlib.suppress(BaseException):
+            await readers
+    return ProcessResult(
+        exit_code=exit_code,
+        stdout=out.text(),
+        stderr=err.text(),
+        outputs=dict(outputs or {}),
+        stdout_truncated=out.truncated,
+        stderr_truncated=err.truncated,
+    )
