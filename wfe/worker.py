@@ -16,10 +16,10 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from wfe.owners import owner_name
 from wfe_core.errors import LeaseLost, ProviderError
 from wfe_core.executor.run import Resolver, RunServices, WorkflowRun
 from wfe_core.models import Claim
@@ -57,7 +57,7 @@ class Worker:
         self.resolve = resolve
         self.services = services
         self.eligible = eligible
-        self.owner = f"host-{uuid.uuid4().hex[:12]}"
+        self.owner = owner_name()
         self.runs: dict[str, tuple[WorkflowRun, asyncio.Task[None]]] = {}
         self._alive: set[asyncio.Task[None]] = set()  # run tasks, until done (unwinding too)
         self._poller: asyncio.Task[None] | None = None

@@ -1,0 +1,98 @@
+"""Parse YAML text into plain values, remembering the line of every node.
+
+PyYAML's composer gives each node its position; the loader needs it to say *where* a
+problem is (``deploy.yaml:12``) when validation fails far from the parser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from wfe_core.errors import DefinitionError
+
+Path = tuple[str | int, ...]
+
+MAX_NODES = 100_000
+"""Nodes a workflow file may expand to: aliases can make a small text huge."""
+
+
+@dataclass
+class Document:
+    """The parsed values and the 1-based line where each path starts."""
+
+    value: Any
+    lines: dict[Path, int] = field(default_factory=dict)
+    path: str | None = None
+
+    def line_of(self, path: Path) -> int | None:
+        """The line of ``path``, or of its nearest ancestor the document has."""
+        for end in range(len(path), -1, -1):
+            line = self.lines.get(tuple(path[:end]))
+            if line is not None:
+                return line
+        return None
+
+    def error(self, message: str, at: Path = (), **where: Any) -> DefinitionError:
+        return DefinitionError(message, path=self.path, line=self.line_of(at), **where)
+
+
+def parse(text: str, path: str | None = None) -> Document:
+    """Parse one YAML document.
+
+    Raises:
+        DefinitionError: malformed YAML (with its line), several documents, a duplicate
+            key, or anything but a mapping at the top.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise DefinitionError("the file is empty: expected a 'workflow:' mapping", path=path)
+        document = Document(None, path=path)
+        _index(node, (), document)
+        document.value = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = " ".join(p for p in (exc.context, exc.problem) if p) or "malformed YAML"
+        line = None if mark is None else mark.line + 1
+        raise DefinitionError(f"invalid YAML: {problem}", path=path, line=line) from exc
+    except yaml.YAMLError as exc:
+        raise DefinitionError(f"invalid YAML: {exc}", path=path) from exc
+    except RecursionError as exc:
+        raise DefinitionError("invalid YAML: nested too deeply", path=path) from exc
+    finally:
+        loader.dispose()
+    if not isinstance(document.value, dict):
+        raise document.error(
+            f"expected a mapping with a 'workflow:' key at the top, got "
+            f"{type(document.value).__name__}"
+        )
+    return document
+
+
+def _index(node: yaml.Node, path: Path, document: Document) -> None:
+    document.lines.setdefault(path, node.start_mark.line + 1)
+    if len(document.lines) > MAX_NODES:
+        raise DefinitionError(
+            f"the file expands to more than {MAX_NODES} values (aliases?)", path=document.path
+        )
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen and key != "<<":
+                raise DefinitionError(
+                    f"duplicate key {key!r} (first at line {seen[key]})",
+                    path=document.path,
+                    line=line,
+                )
+            seen[key] = line
+            document.lines.setdefault((*path, key), line)
+            _index(value_node, (*path, key), document)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index(item, (*path, index), document)
