@@ -6,7 +6,7 @@ The public names live here; the implementation is in ``wfe_core`` and the provid
 from wfe.client import WorkflowClient
 from wfe.host import WorkflowHost
 from wfe.host_builder import WorkflowHostBuilder
-from wfe.instance import WorkflowInstance
+from wfe.instance import StepInstance, WorkflowInstance
 from wfe_core.builder import WorkflowBuilder
 from wfe_core.context import StepContext
 from wfe_core.definition import WorkflowDefinition
@@ -49,6 +49,7 @@ __all__ = [
     "StepBody",
     "StepContext",
     "StepFailedError",
+    "StepInstance",
     "StepTimeout",
     "WorkflowBuilder",
     "WorkflowClient",

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from wfe import backends
-from wfe.instance import WorkflowInstance
+from wfe.instance import StepInstance, WorkflowInstance
 from wfe_core import events as ev
 from wfe_core.errors import DefinitionNotFound, InvalidData, NotFound
 from wfe_core.executor.data import (
@@ -196,6 +196,12 @@ class WorkflowClient:
         await self.ready()
         record = await self.backend.persistence.get_workflow(_checked_id(workflow_id))
         return self._instance(record, data_type)
+
+    async def get_steps(self, workflow_id: str) -> list[StepInstance]:
+        """The workflow's step activations, oldest first (``NotFound`` if unknown)."""
+        await self.ready()
+        pointers = await self.backend.persistence.get_pointers(_checked_id(workflow_id))
+        return [StepInstance.from_pointer(p) for p in pointers]
 
     async def list_workflows(
         self,

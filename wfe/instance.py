@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from wfe_core.models import WorkflowRecord, WorkflowStatus, ms_to_datetime
+from wfe_core.models import ExecutionPointer, WorkflowRecord, WorkflowStatus, ms_to_datetime
 
 
 class WorkflowInstance(BaseModel):
@@ -50,4 +50,40 @@ class WorkflowInstance(BaseModel):
             create_time=created,
             complete_time=ms_to_datetime(record.complete_time),
             parent_id=record.parent_id,
+        )
+
+
+class StepInstance(BaseModel):
+    """One activation of a step, as :meth:`WorkflowClient.get_steps` reports it.
+
+    ``attempt`` counts tries (1 = first); ``outcome`` is what the step returned
+    (a YAML step: its exit code and captured output); ``error`` is its last error.
+    """
+
+    id: str
+    name: str
+    status: str
+    attempt: int
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    sleep_until: datetime | None = None
+    event_name: str | None = None
+    event_key: str | None = None
+    outcome: Any = None
+    error: str | None = None
+
+    @classmethod
+    def from_pointer(cls, pointer: ExecutionPointer) -> StepInstance:
+        return cls(
+            id=pointer.id,
+            name=pointer.step_name,
+            status=pointer.status.value,
+            attempt=pointer.attempt,
+            start_time=ms_to_datetime(pointer.start_time),
+            end_time=ms_to_datetime(pointer.end_time),
+            sleep_until=ms_to_datetime(pointer.sleep_until),
+            event_name=pointer.event_name,
+            event_key=pointer.event_key,
+            outcome=pointer.outcome,
+            error=pointer.error,
         )

@@ -25,6 +25,7 @@ EXPECTED = {
     "StepBody",
     "StepContext",
     "StepFailedError",
+    "StepInstance",
     "StepTimeout",
     "WorkflowBuilder",
     "WorkflowClient",

@@ -60,7 +60,11 @@ class StepRunner:
         if step.saga:
             self._undo_marks[pointer.id] = saga.plan_compensation(run, pointer)
         snapshot = copy.deepcopy(run.data)
-        ctx = run.context(pointer, run.definition.data_type.model_validate(snapshot))
+        # Validated from a copy of its own: a model keeps ``Any`` and extra values as
+        # the very objects it was given, and a step changing one in place would change
+        # the snapshot too, so the diff would miss the change.
+        data = run.definition.data_type.model_validate(copy.deepcopy(snapshot))
+        ctx = run.context(pointer, data)
         run.event(
             ev.StepStarted, step_name=step.name, pointer_id=pointer.id, attempt=pointer.attempt
         )
