@@ -142,15 +142,15 @@ class _Evaluator(ast.NodeVisitor):
         self.data = data
         self.config = config
 
-    def visit_BoolOp(self, node: ast.BoolOp) -> Any:  # noqa: N802 - ast visitor names
+    def visit_BoolOp(self, node: ast.BoolOp) -> Any:
         values = (self.visit(v) for v in node.values)
         return all(values) if isinstance(node.op, ast.And) else any(values)
 
-    def visit_UnaryOp(self, node: ast.UnaryOp) -> Any:  # noqa: N802
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> Any:
         value = self.visit(node.operand)
         return (not value) if isinstance(node.op, ast.Not) else -value
 
-    def visit_Compare(self, node: ast.Compare) -> Any:  # noqa: N802
+    def visit_Compare(self, node: ast.Compare) -> Any:
         left = self.visit(node.left)
         for op, right_node in zip(node.ops, node.comparators, strict=True):
             right = self.visit(right_node)
@@ -159,21 +159,21 @@ class _Evaluator(ast.NodeVisitor):
             left = right
         return True
 
-    def visit_Constant(self, node: ast.Constant) -> Any:  # noqa: N802
+    def visit_Constant(self, node: ast.Constant) -> Any:
         return node.value
 
-    def visit_List(self, node: ast.List) -> Any:  # noqa: N802
+    def visit_List(self, node: ast.List) -> Any:
         return [self.visit(item) for item in node.elts]
 
-    def visit_Tuple(self, node: ast.Tuple) -> Any:  # noqa: N802
+    def visit_Tuple(self, node: ast.Tuple) -> Any:
         return [self.visit(item) for item in node.elts]
 
-    def visit_Name(self, node: ast.Name) -> Any:  # noqa: N802
+    def visit_Name(self, node: ast.Name) -> Any:
         if node.id in _WORDS:
             return _WORDS[node.id]
         return self._value(_ref_of(node, ""))
 
-    def visit_Attribute(self, node: ast.Attribute) -> Any:  # noqa: N802
+    def visit_Attribute(self, node: ast.Attribute) -> Any:
         return self._value(_ref_of(node, ""))
 
     def _value(self, ref: Ref) -> Any:

@@ -63,7 +63,9 @@ def plan(workflow: WorkflowSpec, document: Document, config: Mapping[str, Any]) 
 def _names_dependencies(item: StepSpec | GroupSpec) -> bool:
     if item.depends_on or item.depends_on_any:
         return True
-    return isinstance(item, GroupSpec) and any(s.depends_on or s.depends_on_any for s in item.parallel)
+    return isinstance(item, GroupSpec) and any(
+        s.depends_on or s.depends_on_any for s in item.parallel
+    )
 
 
 def _flatten(

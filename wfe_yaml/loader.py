@@ -18,7 +18,8 @@ from wfe_core.definition import DefinitionSource, WorkflowDefinition
 from wfe_core.errors import DefinitionError
 from wfe_yaml.conditions import Condition
 from wfe_yaml.data import data_model
-from wfe_yaml.document import Document, Path as DocPath, parse
+from wfe_yaml.document import Document, parse
+from wfe_yaml.document import Path as DocPath
 from wfe_yaml.graph import Planned, plan
 from wfe_yaml.schema import FAILURE_ACTIONS, ShellConfig, WorkflowFile
 from wfe_yaml.steps import DenoStep, ShellStep, YamlStep
@@ -164,16 +165,19 @@ def _real_path(value: Any, loc: tuple[int | str, ...]) -> DocPath:
     """``loc`` without pydantic's union tags: only the keys the document has."""
     path: list[str | int] = []
     for part in loc:
-        if isinstance(value, dict) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
-            value = value[part]
-        elif part in ("if_",) and isinstance(value, dict) and "if" in value:
-            part, value = "if", value["if"]
-        else:
+        if part == "if_":
+            part = "if"  # the field's Python name; the document says ``if``
+        if not _has(value, part):
             continue
+        value = value[part]
         path.append(part)
     return tuple(path)
+
+
+def _has(value: Any, part: int | str) -> bool:
+    if isinstance(value, dict):
+        return part in value
+    return isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
 
 
 def _step_at(document: Document, at: DocPath) -> str | None:

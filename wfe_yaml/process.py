@@ -90,6 +90,17 @@ async def _read_stdout(
         sink.add(pending)
 
 
+async def _write_stdin(stream: asyncio.StreamWriter, data: bytes) -> None:
+    # Written alongside the readers: a program larger than the pipe buffer would
+    # otherwise deadlock against a child blocked on writing its own output.
+    try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            stream.write(data)
+            await stream.drain()
+    finally:
+        stream.close()  # end of input: the child stops waiting for more
+
+
 def kill_group(pid: int) -> None:
     """SIGKILL the process group led by ``pid``; quiet if it is already gone."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -104,16 +115,18 @@ async def run_process(
     line_filter: LineFilter | None = None,
     outputs: dict[str, Any] | None = None,
     limit: int = OUTPUT_LIMIT,
+    stdin_data: bytes | None = None,
 ) -> ProcessResult:
     """Run ``argv`` to its end in a new process group and capture its output.
 
     Cancellation (the step's timeout, a shutdown, a terminate) kills the whole group
     with SIGKILL before it propagates. ``outputs`` is the dict the ``line_filter``
-    fills; it is returned in the result.
+    fills; it is returned in the result. ``stdin_data``, when given, is written to the
+    process's stdin, which is then closed; otherwise stdin is ``/dev/null``.
     """
     process = await asyncio.create_subprocess_exec(
         *argv,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL if stdin_data is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=dict(env),
@@ -122,9 +135,11 @@ async def run_process(
     )
     out, err = _Tail(limit), _Tail(limit)
     assert process.stdout is not None and process.stderr is not None
-    readers = asyncio.gather(
-        _read_stdout(process.stdout, out, line_filter), _read_stderr(process.stderr, err)
-    )
+    pipes = [_read_stdout(process.stdout, out, line_filter), _read_stderr(process.stderr, err)]
+    if stdin_data is not None:
+        assert process.stdin is not None
+        pipes.append(_write_stdin(process.stdin, stdin_data))
+    readers = asyncio.gather(*pipes)
     try:
         exit_code = await process.wait()
     except BaseException:

@@ -79,7 +79,9 @@ class ShellStep(YamlStep):
         config = self.spec.settings
         assert isinstance(config, ShellConfig)
         data = ctx.data.model_dump(mode="json")
-        values = [as_text(lookup(parse_ref(m.group(1)), data)) for m in EXPRESSION.finditer(config.run)]
+        values = [
+            as_text(lookup(parse_ref(m.group(1)), data)) for m in EXPRESSION.finditer(config.run)
+        ]
         try:
             command, variables = splice(config.run, values)
         except ValueError as exc:

@@ -108,8 +108,7 @@ def lookup(ref: Ref, data: Mapping[str, Any]) -> Any:
 def _unknown(ref: Ref, node: Any, walked: list[str]) -> str:
     if ref.root == "steps" and len(walked) <= 2:
         return (
-            f"unknown variable ${{{{ {ref.text} }}}}: step {ref.path[0]!r} has set no "
-            "outputs yet"
+            f"unknown variable ${{{{ {ref.text} }}}}: step {ref.path[0]!r} has set no outputs yet"
             if len(walked) < 2
             else f"unknown variable ${{{{ {ref.text} }}}}: step {ref.path[0]!r} set no "
             f"output {ref.path[-1]!r}"

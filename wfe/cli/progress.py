@@ -19,7 +19,7 @@ _MARKS = {
     "done": "✓",
     "failed": "✗",
     "retrying": "↻",
-    "skipped": "–",
+    "skipped": "-",
 }
 
 

@@ -95,7 +95,9 @@ async def _take_over(host: WorkflowHost, workflow_id: str) -> None:
     await host.backend.queue.release(claim)
 
 
-async def _wait(host: WorkflowHost, workflow_id: str, timeout: float | None) -> WorkflowInstance | None:
+async def _wait(
+    host: WorkflowHost, workflow_id: str, timeout: float | None
+) -> WorkflowInstance | None:
     """The finished instance, or None when SIGINT/SIGTERM came first."""
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
