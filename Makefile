@@ -1,10 +1,10 @@
-# make demo: set up and run the example workflow on SQLite.  make test: the whole suite.
+# make demo: set up and run the example YAML pipelines on SQLite.  make test: the whole suite.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 WFE_TEST_DB ?= memory,sqlite,postgres
 
-.PHONY: setup demo test lint typecheck check clean
+.PHONY: setup demo demo-python test lint typecheck check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ setup: $(BIN)/python
 
 demo: setup
 	rm -f wfe-demo.db wfe-demo.db-wal wfe-demo.db-shm
+	$(BIN)/wfe run examples/pipelines/code-stats.yaml --db sqlite:///wfe-demo.db --input folder=wfe_core
+	$(BIN)/wfe run examples/pipelines/release-notes.yaml --db sqlite:///wfe-demo.db --input version=0.1.0
+
+demo-python: setup
+	rm -f wfe-demo.db wfe-demo.db-wal wfe-demo.db-shm
 	$(BIN)/python examples/orders.py --db sqlite:///wfe-demo.db
 
 test: setup
@@ -22,7 +27,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check wfe wfe_core wfe_sql wfe_sqlite wfe_postgres
+	$(BIN)/ruff format --check wfe wfe_core wfe_sql wfe_sqlite wfe_postgres wfe_yaml
 
 typecheck: setup
 	$(BIN)/mypy
@@ -30,4 +35,4 @@ typecheck: setup
 check: lint typecheck test
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache wfe-demo.db*
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache wfe-demo.db* build
