@@ -77,12 +77,26 @@ def status(instance: WorkflowInstance, steps: Sequence[StepInstance]) -> str:
     if instance.error:
         lines.append(f"  error       {instance.error}")
     lines += ["", step_rows(steps) if steps else "no step has run yet"]
-    failed = [s for s in steps if s.error]
-    for step in failed:
-        lines += ["", f"{step.name} (attempt {step.attempt}) error:", _indent(step.error or "")]
+    for step in steps:
+        lines += _output(step)
+        if step.error:
+            lines += ["", f"{step.name} (attempt {step.attempt}) error:", _indent(step.error)]
     data = instance.data if isinstance(instance.data, dict) else {}
     lines += ["", "data:", _indent(json.dumps(data, indent=2, ensure_ascii=False, default=str))]
     return "\n".join(lines)
+
+
+def _output(step: StepInstance, keep: int = 20) -> list[str]:
+    """The end of what a shell or Deno step printed (its outcome keeps the text)."""
+    if not isinstance(step.outcome, dict):
+        return []
+    lines: list[str] = []
+    for stream in ("stdout", "stderr"):
+        text = step.outcome.get(stream)
+        if isinstance(text, str) and text.strip():
+            tail = text.rstrip("\n").splitlines()[-keep:]
+            lines += ["", f"{step.name} {stream}:", _indent("\n".join(tail))]
+    return lines
 
 
 def _indent(text: str) -> str:

@@ -79,10 +79,11 @@ class StepRunner:
     ) -> None:
         body: StepBody | None = None
         try:
+            # The body first: its is_retryable also judges an error raised by run_if.
+            body = step.factory()
             if self._should_skip(pointer, step, ctx):
                 await self._skip(pointer, step)
                 return
-            body = step.factory()
             for attribute, value in step.inputs:
                 setattr(body, attribute, value(ctx))
             result = await self._call(body, step, ctx)
