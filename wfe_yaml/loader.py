@@ -140,25 +140,33 @@ def _validate(document: Document) -> WorkflowFile:
 
 
 def _validation_error(document: Document, exc: ValidationError) -> DefinitionError:
+    errors = exc.errors()[:5]
+    places = [_real_path(document.value, error["loc"]) for error in errors]
     problems = []
-    first: DocPath | None = None
-    for error in exc.errors()[:5]:
-        at = _real_path(document.value, error["loc"])
-        first = at if first is None else first
+    for error, at in zip(errors, places, strict=True):
         where = ".".join(str(p) for p in at) or "the file"
         line = document.line_of(at)
-        got = "" if error["type"] == "missing" else f" (got {error['input']!r:.80})"
-        message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}{f' (line {line})' if line else ''}: {message}{got}")
-    assert first is not None
+        # The first problem's line leads the message; the others carry their own.
+        shown = f" (line {line})" if line and at is not places[0] else ""
+        problems.append(f"{where}{shown}: {_problem(error)}")
     workflow = document.value.get("workflow") if isinstance(document.value, dict) else None
     definition_id = workflow.get("id") if isinstance(workflow, dict) else None
     return document.error(
         "; ".join(problems),
-        first,
-        step_name=_step_at(document, first),
+        places[0],
+        step_name=_step_at(document, places[0]),
         definition_id=definition_id if isinstance(definition_id, str) else None,
     )
+
+
+def _problem(error: Any) -> str:
+    got = f"{error['input']!r:.80}"
+    if error["type"] == "literal_error":
+        return f"{got} is not allowed here; expected {error['ctx']['expected']}"
+    if error["type"] == "extra_forbidden":
+        return "unknown key (not part of the workflow format)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return message if error["type"] == "missing" else f"{message} (got {got})"
 
 
 def _real_path(value: Any, loc: tuple[int | str, ...]) -> DocPath:
