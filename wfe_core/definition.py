@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from wfe_core.context import StepContext
+from wfe_core.models import DefinitionSourceRecord, canonical_config, source_digest
 from wfe_core.retry import ErrorBehavior, FailureAction, RetryPolicy
 from wfe_core.step import StepBody
 
@@ -79,13 +80,18 @@ class DefinitionSource:
 
     @property
     def config_json(self) -> str:
-        return json.dumps(dict(self.config), sort_keys=True, separators=(",", ":"))
+        return canonical_config(self.config)
 
     @property
     def digest(self) -> str:
         """sha256 of kind, text and config: the identity of the stored copy."""
-        payload = json.dumps([self.kind, self.text, self.config_json]).encode()
-        return hashlib.sha256(payload).hexdigest()
+        return source_digest(self.kind, self.text, self.config)
+
+    def record(self) -> DefinitionSourceRecord:
+        """This source as the store keeps it."""
+        return DefinitionSourceRecord(
+            digest=self.digest, kind=self.kind, text=self.text, config=dict(self.config)
+        )
 
 
 @dataclass(frozen=True)

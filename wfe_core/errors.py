@@ -5,6 +5,7 @@ Every error a user can catch derives from :class:`WorkflowError`::
     WorkflowError
     ├── NotFound                  unknown or malformed workflow id
     ├── DefinitionNotFound        no definition with that id/version is registered
+    │   └── SourceNotFound        the store holds no definition source with that digest
     ├── DefinitionError           a definition (or YAML file) is invalid
     ├── InvalidData               workflow data failed validation or serialization
     ├── StepFailedError           a step failed after its last attempt
@@ -46,6 +47,27 @@ class DefinitionNotFound(WorkflowError):
         self.version = version
         what = definition_id if version is None else f"{definition_id} v{version}"
         super().__init__(f"workflow definition {what!r} is not registered")
+
+
+class SourceNotFound(DefinitionNotFound):
+    """The store holds no definition source (the text a definition was built from)
+    with this digest."""
+
+    def __init__(
+        self, digest: str, definition_id: str | None = None, version: int | None = None
+    ) -> None:
+        self.digest = digest
+        self.definition_id = definition_id or ""
+        self.version = version
+        of = ""
+        if definition_id is not None:
+            of = f" of workflow definition {definition_id!r}"
+            of += "" if version is None else f" v{version}"
+        WorkflowError.__init__(
+            self,
+            f"definition source {digest[:12]}{of} is not in the store "
+            "(save the definition, e.g. by registering it on a host, before starting it)",
+        )
 
 
 class DefinitionError(WorkflowError):

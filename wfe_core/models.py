@@ -9,12 +9,16 @@ Workflow data crosses the seam as JSON text so providers never import user model
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from wfe_core.errors import ProviderError
 
 
 class WorkflowStatus(enum.StrEnum):
@@ -136,6 +140,7 @@ class WorkflowRecord(BaseModel):
     lease_expires_at: int | None = None
     recoveries: int = 0
     parent_id: str | None = None  # the workflow whose sub-workflow step started this one
+    source_digest: str | None = None  # the stored source it runs against (None: code)
 
 
 class ChildFinished(BaseModel):
@@ -181,6 +186,9 @@ class NewWorkflow(BaseModel):
     pointers: list[ExecutionPointer] = Field(default_factory=list)
     next_execution: int | None = 0  # 0 means "now" (the store uses its own clock)
     parent_id: str | None = None  # set by sub-workflow steps; see CHILD_FINISHED_EVENT
+    # The stored source (DefinitionSourceRecord) this workflow resumes against, for a
+    # definition built from a text source; the store refuses a digest it does not hold.
+    source_digest: str | None = None
 
 
 class Event(BaseModel):
@@ -216,13 +224,75 @@ class ExecutionError(BaseModel):
 
 
 class DefinitionRecord(BaseModel):
-    """A definition as hosts record it in the store, so clients can find it."""
+    """A definition as hosts record it in the store, so clients can find it.
+
+    ``source_digest`` names the stored source of a definition built from text (see
+    :class:`DefinitionSourceRecord`); ``None`` for a definition built in code.
+    """
 
     definition_id: str
     version: int
     fingerprint: str
     data_schema: dict[str, Any] = Field(default_factory=dict)
     registered_at: int = 0
+    source_digest: str | None = None
+
+
+def canonical_config(config: Mapping[str, Any]) -> str:
+    """Load-time values as canonical JSON (sorted keys, no spaces): part of a digest."""
+    return json.dumps(dict(config), sort_keys=True, separators=(",", ":"))
+
+
+def source_digest(kind: str, text: str, config: Mapping[str, Any]) -> str:
+    """sha256 of a definition source's kind, text and config: its identity in the store."""
+    payload = json.dumps([kind, text, canonical_config(config)]).encode()
+    return hashlib.sha256(payload).hexdigest()
+
+
+class DefinitionSourceRecord(BaseModel):
+    """The text a definition was built from, stored once per digest.
+
+    Every workflow started from that definition names it (``source_digest``) and
+    resumes against this copy, whatever happens to the file it came from. Stored
+    sources are immutable and never deleted, so a digest a store accepted stays valid.
+    """
+
+    digest: str
+    kind: str  # names the loader that rebuilds the definition
+    text: str
+    config: dict[str, Any] = Field(default_factory=dict)  # load-time values
+    created_at: int = 0  # store time of the first save (0 on the way in: "now")
+
+    @property
+    def content_digest(self) -> str:
+        """The digest the content hashes to; equals ``digest`` for a sound record."""
+        return source_digest(self.kind, self.text, self.config)
+
+
+def saved_source_digest(
+    record: DefinitionRecord, source: DefinitionSourceRecord | None
+) -> str | None:
+    """The ``source_digest`` a store saves a definition with (the checks every store
+    makes before :meth:`~wfe_core.ports.DefinitionStore.save_definition` writes).
+
+    Raises:
+        ProviderError: the source's digest is not its content's, or the record names
+            another digest than the source it comes with.
+    """
+    if source is None:
+        return record.source_digest
+    what = f"source of workflow definition {record.definition_id!r} v{record.version}"
+    if source.digest != source.content_digest:
+        raise ProviderError(
+            f"{what}: digest {source.digest[:12]} is not the digest of its content "
+            f"({source.content_digest[:12]})"
+        )
+    if record.source_digest not in (None, source.digest):
+        raise ProviderError(
+            f"{what}: the definition names source {record.source_digest[:12]} "
+            f"but comes with source {source.digest[:12]}"
+        )
+    return source.digest
 
 
 class WorkflowQuery(BaseModel):

@@ -7,11 +7,12 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wfe_core.errors import DefinitionNotFound, NotFound, ProviderError
+from wfe_core.errors import DefinitionNotFound, NotFound, ProviderError, SourceNotFound
 from wfe_core.models import (
     FINISHED_STATUSES,
     Claim,
     DefinitionRecord,
+    DefinitionSourceRecord,
     Event,
     EventSubscription,
     ExecutionPointer,
@@ -21,6 +22,7 @@ from wfe_core.models import (
     WorkflowRecord,
     WorkflowState,
     WorkflowStatus,
+    saved_source_digest,
 )
 from wfe_core.ports.backend import Backend
 from wfe_core.ports.persistence import PersistenceProvider
@@ -66,25 +68,28 @@ class SqlPersistence(PersistenceProvider):
         :func:`wfe_sql.children.lock_parent`); a start whose idempotency key is taken
         still returns its workflow after the parent finished.
 
+        A ``source_digest`` must name a stored source. Sources are never deleted, so
+        reading it in the transaction suffices (no lock).
+
         Raises:
             NotFound: ``parent_id`` names no workflow.
             InvalidStateTransition: the parent is finished.
+            SourceNotFound: ``source_digest`` names no stored source.
         """
         rows.check_json(new.data, f"data of workflow {new.id}")
         pointers = [rows.pointer_values(new.id, pointer) for pointer in new.pointers]
 
         async def work(conn: AsyncConnection) -> tuple[WorkflowRecord, bool]:
             started = time.monotonic_ns()
-            if new.parent_id is not None:
-                refused = await children.lock_parent(conn, new.parent_id)
-                if refused is not None:
-                    # The key wins: a retried start finds the child it made before the
-                    # parent finished (looked up after the lock, so also a twin's).
-                    if new.idempotency_key is not None:
-                        existing = await workflows.select_workflow_by_key(conn, new.idempotency_key)
-                        if existing is not None:
-                            return existing, False
-                    raise refused
+            refused = await _refusal(conn, new)
+            if refused is not None:
+                # The key wins: a retried start finds the workflow it made before (looked
+                # up after the parent's lock, so also a twin's).
+                if new.idempotency_key is not None:
+                    existing = await workflows.select_workflow_by_key(conn, new.idempotency_key)
+                    if existing is not None:
+                        return existing, False
+                raise refused
             record = await workflows.insert_workflow(conn, self._dialect, new)
             if record is None:
                 existing = await workflows.select_workflow_by_key(conn, new.idempotency_key or "")
@@ -269,12 +274,29 @@ class SqlPersistence(PersistenceProvider):
             return {}
         return await self._db.read(f"find events for workflow {workflow_id}", work)
 
-    async def save_definition(self, record: DefinitionRecord) -> None:
-        """Record (insert or update) a definition a host registered."""
-        await self._db.write(
-            f"save definition {record.definition_id!r}",
-            lambda conn: definitions.upsert_definition(conn, self._dialect, record),
-        )
+    async def save_definition(
+        self, record: DefinitionRecord, source: DefinitionSourceRecord | None = None
+    ) -> None:
+        """Record (insert or update) a definition a host registered, and store its
+        source unless its digest is stored already; in one transaction.
+
+        Raises:
+            ProviderError: the source's digest does not match its content or the
+                record's ``source_digest``.
+            SourceNotFound: ``record.source_digest`` names no stored source.
+        """
+        saved = record.model_copy(update={"source_digest": saved_source_digest(record, source)})
+
+        async def work(conn: AsyncConnection) -> None:
+            if source is not None:
+                await definitions.insert_source(conn, self._dialect, source)
+            elif saved.source_digest is not None and not await definitions.source_exists(
+                conn, saved.source_digest
+            ):
+                raise SourceNotFound(saved.source_digest, record.definition_id, record.version)
+            await definitions.upsert_definition(conn, self._dialect, saved)
+
+        await self._db.write(f"save definition {record.definition_id!r}", work)
 
     async def get_definition(self, definition_id: str, version: int | None) -> DefinitionRecord:
         """The recorded definition (latest version when ``version`` is None)."""
@@ -285,6 +307,35 @@ class SqlPersistence(PersistenceProvider):
         if record is None:
             raise DefinitionNotFound(definition_id, version)
         return record
+
+    async def get_source(self, digest: str) -> DefinitionSourceRecord:
+        """The stored source with this digest; ``SourceNotFound`` if there is none."""
+        source = await self._db.read(
+            f"read definition source {digest[:12]}",
+            lambda conn: definitions.select_source(conn, digest),
+        )
+        if source is None:
+            raise SourceNotFound(digest)
+        return source
+
+    async def pinned_definitions(self) -> list[tuple[str, int, str]]:
+        """The distinct (definition, version, source digest) of unfinished workflows
+        that run against a stored source (an index-only read)."""
+        return await self._db.read("list pinned definition sources", definitions.select_pinned)
+
+
+async def _refusal(conn: AsyncConnection, new: NewWorkflow) -> Exception | None:
+    """Why ``new`` may not be created, or ``None``: its parent is missing or finished
+    (the parent's row is share-locked first, see :func:`children.lock_parent`), or its
+    source is not stored (a plain read: sources are never deleted)."""
+    if new.parent_id is not None:
+        refused = await children.lock_parent(conn, new.parent_id)
+        if refused is not None:
+            return refused
+    digest = new.source_digest
+    if digest is not None and not await definitions.source_exists(conn, digest):
+        return SourceNotFound(digest, new.definition_id, new.version)
+    return None
 
 
 def _makes_work(commit: StepCommit, result: commits.CommitResult) -> bool:

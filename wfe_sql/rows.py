@@ -12,6 +12,7 @@ from sqlalchemy import RowMapping
 from wfe_core.errors import InvalidData
 from wfe_core.models import (
     DefinitionRecord,
+    DefinitionSourceRecord,
     Event,
     EventSubscription,
     ExecutionError,
@@ -43,6 +44,7 @@ def workflow_record(row: RowMapping | Mapping[str, Any]) -> WorkflowRecord:
         lease_expires_at=row["lease_expires_at"],
         recoveries=row["recoveries"],
         parent_id=row["parent_id"],
+        source_digest=row["source_digest"],
     )
 
 
@@ -120,4 +122,27 @@ def definition(row: RowMapping) -> DefinitionRecord:
         fingerprint=row["fingerprint"],
         data_schema=json.loads(row["data_schema"]),
         registered_at=row["registered_at"],
+        source_digest=row["source_digest"],
+    )
+
+
+def source_values(source: DefinitionSourceRecord, created_at: Any) -> dict[str, Any]:
+    """Column values of a definition-source row (its config as JSON text)."""
+    return {
+        "digest": source.digest,
+        "kind": source.kind,
+        "text": source.text,
+        "config": json.dumps(source.config, sort_keys=True),
+        "created_at": created_at,
+    }
+
+
+def source(row: RowMapping) -> DefinitionSourceRecord:
+    """A definition-source row as a record (its config parsed from JSON)."""
+    return DefinitionSourceRecord(
+        digest=row["digest"],
+        kind=row["kind"],
+        text=row["text"],
+        config=json.loads(row["config"]),
+        created_at=row["created_at"],
     )

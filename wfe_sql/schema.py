@@ -25,6 +25,13 @@ RUNNABLE_SQL: sa.ColumnElement[str] = sa.literal_column(
 """The RUNNABLE status as an SQL literal: a bound parameter would stop SQLite from
 proving that a query implies the partial index ``ix_wfe_workflows_due``."""
 
+UNFINISHED_SQL: tuple[sa.ColumnElement[str], ...] = (
+    RUNNABLE_SQL,
+    sa.literal_column(f"'{WorkflowStatus.SUSPENDED.value}'", type_=sa.Text),
+)
+"""RUNNABLE and SUSPENDED as SQL literals, for the partial index ``ix_wfe_workflows_pinned``
+(literals for the same reason as :data:`RUNNABLE_SQL`)."""
+
 _STATUS_VALUES = ", ".join(f"'{status.value}'" for status in WorkflowStatus)
 
 workflows = sa.Table(
@@ -51,6 +58,10 @@ workflows = sa.Table(
     # The workflow whose sub-workflow step started this one: its finish publishes
     # CHILD_FINISHED_EVENT, and terminating an ancestor terminates it too.
     sa.Column("parent_id", sa.Text, nullable=True),
+    # The stored source (wfe_definition_sources) it runs against; NULL for a definition
+    # built in code. No foreign key: create_workflow checks it in its transaction, and
+    # sources are never deleted.
+    sa.Column("source_digest", sa.Text, nullable=True),
     sa.CheckConstraint(f"status IN ({_STATUS_VALUES})", name="ck_wfe_workflows_status"),
 )
 
@@ -71,6 +82,25 @@ sa.Index("ix_wfe_workflows_created", workflows.c.create_time)
 sa.Index("ix_wfe_workflows_reference", workflows.c.reference)
 sa.Index("ix_wfe_workflows_completed", workflows.c.complete_time)
 sa.Index("ix_wfe_workflows_parent", workflows.c.parent_id)  # the terminate cascade
+
+PINNED_WHERE: sa.ColumnElement[bool] = sa.and_(
+    workflows.c.source_digest.is_not(None), workflows.c.status.in_(UNFINISHED_SQL)
+)
+"""Unfinished workflows that run against a stored source: the rows of
+``ix_wfe_workflows_pinned``, and the filter of the query that lists their sources."""
+
+# Workers that serve stored sources list these every few seconds. Partial, so that
+# code-defined and finished workflows cost it nothing, and covering (status too: SQLite
+# checks the implied terms again), so that the listing reads the index alone.
+sa.Index(
+    "ix_wfe_workflows_pinned",
+    workflows.c.definition_id,
+    workflows.c.version,
+    workflows.c.source_digest,
+    workflows.c.status,
+    sqlite_where=PINNED_WHERE,
+    postgresql_where=PINNED_WHERE,
+)
 
 pointers = sa.Table(
     "wfe_pointers",
@@ -144,6 +174,20 @@ definitions = sa.Table(
     sa.Column("fingerprint", sa.Text, nullable=False),
     sa.Column("data_schema", sa.Text, nullable=False),
     sa.Column("registered_at", sa.BigInteger, nullable=False),
+    # The stored source it was last saved with; NULL for a definition built in code.
+    sa.Column("source_digest", sa.Text, nullable=True),
+)
+
+definition_sources = sa.Table(
+    "wfe_definition_sources",
+    metadata,
+    # sha256 of kind, text and config (wfe_core.models.source_digest): a row never
+    # changes once written, and is never deleted.
+    sa.Column("digest", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("config", sa.Text, nullable=False),  # JSON object of load-time values
+    sa.Column("created_at", sa.BigInteger, nullable=False),
 )
 
 locks = sa.Table(

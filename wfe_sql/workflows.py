@@ -39,6 +39,7 @@ async def insert_workflow(
         "lease_token": 0,
         "recoveries": 0,
         "parent_id": new.parent_id,
+        "source_digest": new.source_digest,
     }
     if new.idempotency_key is None:
         stmt = sa.insert(workflows).values(values)

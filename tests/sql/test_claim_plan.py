@@ -12,6 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe_core.ports.backend import Backend
+from wfe_sql import definitions
 from wfe_sql.database import Database
 
 from .conftest import database_of
@@ -105,3 +106,33 @@ async def test_the_claim_query_uses_the_due_index(
     assert any("ix_wfe_workflows_due" in step for step in plan), plan
     assert not any(step.startswith("SCAN wfe_workflows") for step in plan), plan
     assert not any(step.startswith("Seq Scan wfe_workflows") for step in plan), plan
+
+
+async def test_the_pinned_sources_query_reads_the_pinned_index(
+    sql_backend_name: str, sql_backend: Backend
+) -> None:
+    """Workers serving stored sources list them every few seconds: an index-only read
+    of the few unfinished sourced workflows, however many others there are."""
+    db = database_of(sql_backend)
+    now = db.clock.now_ms()
+    await db.write("fill", lambda conn: conn.execute(sa.text(FILL), {"now": now}))
+    await db.write(
+        "pin some",
+        lambda conn: conn.execute(
+            sa.text("UPDATE wfe_workflows SET source_digest = 'd' || (create_time % 7)")
+        ),
+    )
+    statement = str(
+        definitions.select_pinned_statement().compile(
+            db.engine, compile_kwargs={"literal_binds": True}
+        )
+    )
+
+    plan = await PLANS[sql_backend_name](db, statement, ())
+    assert any("ix_wfe_workflows_pinned" in step for step in plan), plan
+    # SQLite scans the partial index only (covering: no table reads).
+    assert not any(s.startswith("SCAN wfe_workflows") and "COVERING" not in s for s in plan), plan
+    assert not any(step.startswith("Seq Scan wfe_workflows") for step in plan), plan
+    pinned = await sql_backend.persistence.pinned_definitions()
+    assert {(d, v) for d, v, _ in pinned} == {(DEFINITION, 1), ("other-flow", 1)}
+    assert len(pinned) == 14

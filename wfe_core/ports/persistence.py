@@ -11,6 +11,7 @@ from typing import Protocol
 from wfe_core.models import (
     Claim,
     DefinitionRecord,
+    DefinitionSourceRecord,
     Event,
     EventSubscription,
     ExecutionPointer,
@@ -37,6 +38,12 @@ class WorkflowStore(Protocol):
         is raised, unless the idempotency key is taken (its workflow is returned).
         Against a concurrent terminate of the parent, the child is either refused
         or terminated by the cascade: never left open under a TERMINATED parent.
+
+        A ``new.source_digest`` must name a stored source (see
+        :meth:`DefinitionStore.save_definition`), checked in the same transaction;
+        else nothing is inserted and ``SourceNotFound`` is raised (unless the
+        idempotency key is taken: its workflow is returned). Stored sources are never
+        deleted, so the check cannot be undone by a concurrent writer.
         """
         ...
 
@@ -114,14 +121,45 @@ class EventStore(Protocol):
 
 
 class DefinitionStore(Protocol):
-    async def save_definition(self, record: DefinitionRecord) -> None:
-        """Record (insert or update) a definition a host registered."""
+    async def save_definition(
+        self, record: DefinitionRecord, source: DefinitionSourceRecord | None = None
+    ) -> None:
+        """Record (insert or update) a definition a host registered, in one transaction
+        with its source.
+
+        With ``source``, the source is stored unless its digest already is (sources
+        are immutable: a second save of one digest changes nothing, ``created_at``
+        included) and the definition's ``source_digest`` becomes ``source.digest``.
+        Without it, ``record.source_digest`` is kept as given (``None`` for a
+        definition built in code).
+
+        Raises:
+            ProviderError: ``source.digest`` is not the digest of its content, or
+                ``record.source_digest`` names another one; nothing is written.
+            SourceNotFound: ``record.source_digest`` names no stored source and no
+                ``source`` is given; nothing is written.
+        """
         ...
 
     async def get_definition(self, definition_id: str, version: int | None) -> DefinitionRecord:
-        """The recorded definition (latest version when ``version`` is None).
+        """The recorded definition (latest version when ``version`` is None), with the
+        ``source_digest`` it was last saved with.
 
         Raises ``DefinitionNotFound``.
+        """
+        ...
+
+    async def get_source(self, digest: str) -> DefinitionSourceRecord:
+        """The stored source with this digest.
+
+        Raises ``SourceNotFound``.
+        """
+        ...
+
+    async def pinned_definitions(self) -> list[tuple[str, int, str]]:
+        """The distinct ``(definition_id, version, source_digest)`` of the RUNNABLE or
+        SUSPENDED workflows that have a source digest: the stored sources a worker
+        must be able to rebuild to serve them. Cheap enough to call every few seconds.
         """
         ...
 

@@ -10,10 +10,12 @@ from wfe_core.errors import (
     LeaseLost,
     NotFound,
     ProviderError,
+    SourceNotFound,
 )
 from wfe_core.models import (
     Claim,
     DefinitionRecord,
+    DefinitionSourceRecord,
     Event,
     EventSubscription,
     ExecutionError,
@@ -24,6 +26,7 @@ from wfe_core.models import (
     WorkflowRecord,
     WorkflowState,
     WorkflowStatus,
+    saved_source_digest,
 )
 from wfe_core.ports.clock import Clock
 from wfe_core.ports.persistence import PersistenceProvider
@@ -31,6 +34,7 @@ from wfe_core.testing.memory import children, events
 from wfe_core.testing.memory.state import MemoryState, copy_json, copy_record
 
 _COMMITTABLE = frozenset({WorkflowStatus.RUNNABLE, WorkflowStatus.SUSPENDED})
+_UNFINISHED = _COMMITTABLE
 
 
 @dataclass
@@ -85,6 +89,7 @@ class MemoryPersistence(PersistenceProvider):
             InvalidData: the data or a pointer is not JSON.
             NotFound: ``parent_id`` names no workflow.
             InvalidStateTransition: the parent is finished.
+            SourceNotFound: ``source_digest`` names no stored source.
         """
         s = self.state
         if new.idempotency_key is not None:
@@ -93,6 +98,8 @@ class MemoryPersistence(PersistenceProvider):
                 return copy_record(s.workflows[existing]), False
         if new.parent_id is not None:
             children.check_parent(s, new.parent_id)
+        if new.source_digest is not None and new.source_digest not in s.sources:
+            raise SourceNotFound(new.source_digest, new.definition_id, new.version)
         if new.id in s.workflows:
             raise ProviderError(f"workflow id {new.id!r} already exists")
         events.parse_json(new.data, f"data of workflow {new.id}")
@@ -110,6 +117,7 @@ class MemoryPersistence(PersistenceProvider):
             create_time=now,
             next_execution=new.next_execution,
             parent_id=new.parent_id,
+            source_digest=new.source_digest,
         )
         s.workflows[new.id] = record
         s.sequence[new.id] = s.next_sequence()
@@ -261,12 +269,31 @@ class MemoryPersistence(PersistenceProvider):
         this workflow."""
         return events.find_events(self.state, workflow_id, subscriptions)
 
-    async def save_definition(self, record: DefinitionRecord) -> None:
-        """Insert or replace a definition; ``registered_at`` 0 means now."""
+    async def save_definition(
+        self, record: DefinitionRecord, source: DefinitionSourceRecord | None = None
+    ) -> None:
+        """Insert or replace a definition, and store its source unless its digest is
+        stored already; ``registered_at`` 0 means now.
+
+        Raises:
+            ProviderError: the source's digest does not match its content or the
+                record's ``source_digest``.
+            SourceNotFound: ``record.source_digest`` names no stored source.
+        """
+        s = self.state
+        digest = saved_source_digest(record, source)
+        if source is None and digest is not None and digest not in s.sources:
+            raise SourceNotFound(digest, record.definition_id, record.version)
+        now = s.now_ms()
+        if source is not None and source.digest not in s.sources:
+            kept = copy_json(source)
+            kept.created_at = now
+            s.sources[source.digest] = kept
         stored = copy_record(record)
+        stored.source_digest = digest
         if stored.registered_at == 0:
-            stored.registered_at = self.state.now_ms()
-        self.state.definitions[(record.definition_id, record.version)] = stored
+            stored.registered_at = now
+        s.definitions[(record.definition_id, record.version)] = stored
 
     async def get_definition(self, definition_id: str, version: int | None) -> DefinitionRecord:
         """The definition of that version, or its latest version when ``None``.
@@ -284,6 +311,28 @@ class MemoryPersistence(PersistenceProvider):
         if found is None:
             raise DefinitionNotFound(definition_id, version)
         return copy_record(found)
+
+    async def get_source(self, digest: str) -> DefinitionSourceRecord:
+        """The stored source with this digest.
+
+        Raises:
+            SourceNotFound: no source with that digest is stored.
+        """
+        found = self.state.sources.get(digest)
+        if found is None:
+            raise SourceNotFound(digest)
+        return copy_record(found)
+
+    async def pinned_definitions(self) -> list[tuple[str, int, str]]:
+        """The distinct (definition, version, source digest) of unfinished workflows
+        that run against a stored source, sorted."""
+        return sorted(
+            {
+                (r.definition_id, r.version, r.source_digest)
+                for r in self.state.workflows.values()
+                if r.source_digest is not None and r.status in _UNFINISHED
+            }
+        )
 
     def _record(self, workflow_id: str) -> WorkflowRecord:
         record = self.state.workflows.get(workflow_id)

@@ -21,6 +21,7 @@ from wfe_core.clock import SystemClock
 from wfe_core.errors import InvalidData
 from wfe_core.models import (
     DefinitionRecord,
+    DefinitionSourceRecord,
     Event,
     EventSubscription,
     ExecutionError,
@@ -90,6 +91,7 @@ class MemoryState:
         self.events: dict[str, Event] = {}
         self.deliveries: set[tuple[str, str]] = set()
         self.definitions: dict[tuple[str, int], DefinitionRecord] = {}
+        self.sources: dict[str, DefinitionSourceRecord] = {}  # by digest; never deleted
         self.locks: dict[str, LockRow] = {}
         self._counter = itertools.count()
         self._work = asyncio.Event()
