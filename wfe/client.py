@@ -121,7 +121,9 @@ class WorkflowClient:
         """Start a workflow; returns its id.
 
         With the same ``idempotency_key`` every call returns the same instance and only
-        the first creates it.
+        the first creates it. A definition built from a text source (a YAML file) was
+        recorded with that source: the workflow runs against the stored copy, whatever
+        happens to the file later.
 
         Args:
             parent_id: the workflow that started this one; set by sub-workflow steps.
@@ -139,7 +141,7 @@ class WorkflowClient:
                 TERMINATED): a child started now would run unsupervised.
         """
         await self.ready()
-        version = await self._resolve_version(definition_id, version)
+        version, source_digest = await self._resolve_start(definition_id, version)
         model = data_type or self._type_of(definition_id, version)
         text = self._encode_data(model, data)
         new = NewWorkflow(
@@ -150,6 +152,7 @@ class WorkflowClient:
             reference=reference,
             idempotency_key=idempotency_key,
             parent_id=parent_id,
+            source_digest=source_digest,
         )
         record, created = await self.backend.persistence.create_workflow(new)
         if created:
@@ -164,10 +167,14 @@ class WorkflowClient:
             )
         return record.id
 
-    async def _resolve_version(self, definition_id: str, version: int | None) -> int:
-        """The version to start: as given, or the latest any host recorded."""
+    async def _resolve_start(
+        self, definition_id: str, version: int | None
+    ) -> tuple[int, str | None]:
+        """The version to start (as given, or the latest any host recorded) and the
+        digest of the stored source the workflow will run against (``None`` for a
+        definition built in code): the one its definition was last recorded with."""
         record = await self.backend.persistence.get_definition(definition_id, version)
-        return record.version
+        return record.version, record.source_digest
 
     def _encode_data(self, model: type[BaseModel] | None, data: Any) -> str:
         if model is not None:

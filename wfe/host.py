@@ -19,6 +19,7 @@ from wfe.client import WorkflowClient
 from wfe.instance import WorkflowInstance
 from wfe.registry import Registry
 from wfe.signals import SignalHandlers
+from wfe.stored import StoredDefinitions
 from wfe.worker import Worker, WorkerOptions
 from wfe_core.definition import WorkflowDefinition
 from wfe_core.errors import ShuttingDown
@@ -57,6 +58,12 @@ class WorkflowHost(WorkflowClient):
         cleanup_ttl: when set, finished workflows older than this are purged
             periodically (one host at a time, under a lock).
         log_events: log every lifecycle event through ``logging`` (logger ``wfe.events``).
+        serve_stored_definitions: also claim the workflows of definitions this host
+            never registered, whose stored source (a definition built from a YAML file,
+            say) it can rebuild with a loader of :mod:`wfe.sources`. Off by default: a
+            service runs only the definitions it registered. (Workflows of registered
+            definitions always run against the source they started from, rebuilt
+            when the registered one was built from another text.)
 
     Shutting down: :meth:`stop` (or leaving ``async with``) stops claiming, starts no new
     step, gives the in-flight steps ``timeout`` seconds to finish and commit, then
@@ -82,6 +89,7 @@ class WorkflowHost(WorkflowClient):
         log_events: bool = True,
         owns_backend: bool = False,
         lifecycle: LifecycleHub | None = None,
+        serve_stored_definitions: bool = False,
     ) -> None:
         if lease <= 0 or poll_interval <= 0 or max_concurrent_workflows < 1:
             raise ValueError(
@@ -106,12 +114,17 @@ class WorkflowHost(WorkflowClient):
             on_finished=self._finished,
             max_recovery_attempts=max_recovery_attempts,
         )
+        self._stored = StoredDefinitions(
+            self._registry, backend.persistence, serve=serve_stored_definitions
+        )
+        self._saved_sources: set[str] = set()  # digests this host has stored
         self._worker = Worker(
             backend,
             WorkerOptions(lease, poll_interval, max_concurrent_workflows),
-            self._registry.get,
+            self._stored.resolve,
             services,
-            self._registry.keys,
+            self._stored.eligible,
+            self._stored.refresh,
         )
         self._cleanup_ttl = cleanup_ttl
         self._cleanup_interval = cleanup_interval
@@ -196,6 +209,7 @@ class WorkflowHost(WorkflowClient):
             await self.ready()
             for definition in self._registry.all():
                 await self._save_definition(definition)
+            await self._stored.refresh(force=True)
         finally:
             self._not_starting.set()
         if self._stop_task is not None:
@@ -463,25 +477,40 @@ class WorkflowHost(WorkflowClient):
 
     # -- internals ---------------------------------------------------------------------
 
-    async def _resolve_version(self, definition_id: str, version: int | None) -> int:
+    async def _resolve_start(
+        self, definition_id: str, version: int | None
+    ) -> tuple[int, str | None]:
+        """The registered definition's version and source digest (its source stored
+        first, so the store never refuses the digest); else the store's, as a client."""
         local = self._registry.get(definition_id, version)
-        if local is not None:
-            return local.version
-        return await super()._resolve_version(definition_id, version)
+        if local is None:
+            return await super()._resolve_start(definition_id, version)
+        if local.source is None:
+            return local.version, None
+        digest = local.source.digest
+        if digest not in self._saved_sources:
+            # Registered after start (saved in the background) or before it.
+            await self._save_definition(local)
+        return local.version, digest
 
     def _data_type(self, definition_id: str, version: int) -> type[BaseModel] | None:
         definition = self._registry.get(definition_id, version)
         return None if definition is None else definition.data_type
 
     async def _save_definition(self, definition: WorkflowDefinition) -> None:
+        """Record the definition, with its source when it was built from one."""
+        source = None if definition.source is None else definition.source.record()
         await self.backend.persistence.save_definition(
             DefinitionRecord(
                 definition_id=definition.id,
                 version=definition.version,
                 fingerprint=definition.fingerprint,
                 data_schema=definition.data_type.model_json_schema(),
-            )
+            ),
+            source,
         )
+        if source is not None:
+            self._saved_sources.add(source.digest)
 
     def _finished(self, workflow_id: str) -> None:
         for future in self._waiters.pop(workflow_id, []):

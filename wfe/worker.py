@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from wfe.owners import owner_name
@@ -51,12 +51,14 @@ class Worker:
         resolve: Resolver,
         services: RunServices,
         eligible: Callable[[], list[tuple[str, int]]],
+        refresh: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.backend = backend
         self.options = options
         self.resolve = resolve
         self.services = services
         self.eligible = eligible
+        self.refresh = refresh  # before each poll: may change what ``eligible`` returns
         self.owner = owner_name()
         self.runs: dict[str, tuple[WorkflowRun, asyncio.Task[None]]] = {}
         self._alive: set[asyncio.Task[None]] = set()  # run tasks, until done (unwinding too)
@@ -178,12 +180,22 @@ class Worker:
     async def _poll(self) -> None:
         queue = self.backend.queue
         while self._claiming:
+            await self._refresh()
             claims = await self._claim() if self._may_claim() else []
             if claims:
                 await self._dispatch(claims)
             if claims and len(claims) == self._batch_size():
                 continue  # a full batch: there is probably more
             await queue.wait_for_work(self.options.poll_interval)
+
+    async def _refresh(self) -> None:
+        if self.refresh is None:
+            return
+        try:
+            await self.refresh()
+        except Exception:
+            # The poller must outlive it: claiming what it claimed before is still right.
+            log.exception("refreshing the definitions to claim failed; keeping the last set")
 
     def _batch_size(self) -> int:
         free = self.options.max_concurrent_workflows - len(self.runs)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,8 +39,19 @@ from wfe_core.retry import DEFAULT_RETRY, RetryPolicy
 
 log = logging.getLogger("wfe.executor")
 
-Resolver = Callable[[str, int], "WorkflowDefinition | None"]
+Resolver = Callable[[WorkflowRecord], Awaitable["WorkflowDefinition | None"]]
+"""Finds the definition a claimed workflow runs with; ``None`` when the host has none.
+
+It raises :class:`DefinitionUnavailable` when the workflow's definition can never be
+had (its stored source cannot be rebuilt): the workflow is then FAILED with the reason.
+"""
+
 _UNRESOLVED: Any = None
+
+
+class DefinitionUnavailable(Exception):
+    """A workflow's definition cannot be rebuilt (from its stored source, say); the
+    message says why and becomes the FAILED workflow's error."""
 
 
 @dataclass
@@ -66,7 +77,8 @@ class WorkflowRun:
         self.services = services
         self.unsaved: set[str] = set()  # genesis pointers not yet written
         self.next_wake: int | None = None
-        self.load_failure: str | None = None  # stored data that no longer validates
+        # Stored data that no longer validates, or a definition that cannot be rebuilt.
+        self.load_failure: str | None = None
         self.record: WorkflowRecord | None = None
         self.pointers: dict[str, ExecutionPointer] = {}
         self.subscriptions: dict[str, EventSubscription] = {}
@@ -88,10 +100,12 @@ class WorkflowRun:
         return self.services.persistence.now_ms()
 
     def make_event(self, cls: type[ev.LifecycleEvent], **fields: Any) -> ev.LifecycleEvent:
+        # From the record: a run whose definition could not be resolved still reports.
+        assert self.record is not None, "events come after the workflow is loaded"
         return cls(
             workflow_id=self.workflow_id,
-            definition_id=self.definition.id,
-            version=self.definition.version,
+            definition_id=self.record.definition_id,
+            version=self.record.version,
             **fields,
         )
 
@@ -103,16 +117,9 @@ class WorkflowRun:
         try:
             state = await self.services.persistence.load_state(self.claim)
             self.record = state.record
-            definition = self.resolve(state.record.definition_id, state.record.version)
-            if definition is None:
-                raise LookupError(
-                    f"definition {state.record.definition_id} "
-                    f"v{state.record.version} is not registered on this host"
-                )
-            self.definition = definition
             self.pointers = {p.id: p for p in state.pointers}
             self.subscriptions = {s.pointer_id: s for s in state.subscriptions}
-            if not self._load_data():
+            if not await self._resolve() or not self._load_data():
                 await self.fail_unloadable()
                 return
             if not self.pointers:
@@ -149,6 +156,24 @@ class WorkflowRun:
             self.pointers[pointer.id] = pointer
             self.unsaved.add(pointer.id)
 
+    async def _resolve(self) -> bool:
+        """Find the definition; ``False`` (with ``load_failure`` set) if it can never be
+        had. Raises ``LookupError`` if this host has none (it should not have claimed)."""
+        assert self.record is not None
+        try:
+            definition = await self.resolve(self.record)
+        except DefinitionUnavailable as exc:
+            self.load_failure = f"definition unavailable: {exc}"
+            log.error("failing workflow %s: %s", self.workflow_id, self.load_failure)
+            return False
+        if definition is None:
+            raise LookupError(
+                f"definition {self.record.definition_id} "
+                f"v{self.record.version} is not registered on this host"
+            )
+        self.definition = definition
+        return True
+
     def _load_data(self) -> bool:
         assert self.record is not None
         try:
@@ -165,7 +190,8 @@ class WorkflowRun:
             return False
 
     async def fail_unloadable(self) -> None:
-        """Fail a workflow whose stored data no longer validates (model changed)."""
+        """Fail a workflow whose stored data no longer validates (model changed) or
+        whose definition cannot be rebuilt from its stored source."""
         if self.load_failure is not None:
             await self.commit(Transition(status=WorkflowStatus.FAILED, error=self.load_failure))
 
@@ -303,4 +329,4 @@ class WorkflowRun:
         return step.timeout if step.timeout is not None else self.definition.default_timeout
 
 
-__all__ = ["Resolver", "RunServices", "WorkflowRun"]
+__all__ = ["DefinitionUnavailable", "Resolver", "RunServices", "WorkflowRun"]
