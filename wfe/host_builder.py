@@ -89,6 +89,12 @@ class WorkflowHostBuilder:
         self._options["log_events"] = enabled
         return self
 
+    def serve_stored_definitions(self, enabled: bool = True) -> WorkflowHostBuilder:
+        """Also run workflows of definitions the host never registered, rebuilt from
+        their stored sources (see ``WorkflowHost``)."""
+        self._options["serve_stored_definitions"] = enabled
+        return self
+
     def build(self) -> WorkflowHost:
         """The host; raises ``ValueError`` when a provider is missing."""
         base = self._backend

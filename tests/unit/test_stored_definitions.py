@@ -112,3 +112,15 @@ async def test_a_missing_source_is_unavailable() -> None:
     stored = StoredDefinitions(Registry(), backend.persistence)
     with pytest.raises(DefinitionUnavailable, match="not in the store"):
         await stored.resolve(record(flow))
+
+
+async def test_the_host_option_reaches_the_host_from_every_entrance() -> None:
+    from wfe import WorkflowHost, WorkflowHostBuilder
+
+    hosts = [
+        WorkflowHost.from_url("memory://stored-option", serve_stored_definitions=True),
+        WorkflowHostBuilder().use_url("memory://stored-option").serve_stored_definitions().build(),
+        WorkflowHost(memory_backend(), serve_stored_definitions=True),
+    ]
+    assert all(host._stored.serve for host in hosts)
+    assert not WorkflowHost(memory_backend())._stored.serve
