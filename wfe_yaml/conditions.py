@@ -30,6 +30,9 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
 }
 _WORDS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
 _SYMBOLS = {"&&": " and ", "||": " or "}
+MAX_DEPTH = 50
+"""Levels a condition may nest: checking and evaluating it recurse, and neither may
+exhaust the stack (``not not … x`` a thousand times over)."""
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,28 @@ def parse_condition(text: str, config: Mapping[str, Any]) -> Condition:
         tree = ast.parse(source.strip(), mode="eval").body
     except SyntaxError as exc:
         raise TemplateError(f"condition {text!r} is not a valid expression: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise TemplateError(f"condition {text!r:.200} is nested too deeply") from exc
+    if _depth(tree) > MAX_DEPTH:
+        raise TemplateError(
+            f"condition {text!r:.200} is nested too deeply (more than {MAX_DEPTH} levels)"
+        )
     refs = tuple(_check(tree, text))
     for ref in refs:
         if ref.root == "config" and ref.path[0] not in config:
             known = ", ".join(sorted(config)) or "none were given"
             raise TemplateError(f"condition {text!r}: unknown config.{ref.path[0]} ({known})")
     return Condition(text, tree, refs, dict(config))
+
+
+def _depth(tree: ast.AST) -> int:
+    """How deep ``tree`` nests, counted without recursion."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def _normalise(text: str) -> str:

@@ -46,7 +46,14 @@ def parse(text: str, path: str | None = None) -> Document:
         DefinitionError: malformed YAML (with its line), several documents, a duplicate
             key, or anything but a mapping at the top.
     """
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a control character: checked before parsing
+        raise DefinitionError(
+            f"invalid YAML: character #x{exc.character:04x} is not allowed in YAML text",
+            path=path,
+            line=text.count("\n", 0, exc.position) + 1,
+        ) from exc
     try:
         node = loader.get_single_node()
         if node is None:

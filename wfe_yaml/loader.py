@@ -7,6 +7,7 @@ and, where there is one, the step.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -108,13 +109,23 @@ def _apply_config(document: Document, value: Any, at: DocPath, config: dict[str,
         return [_apply_config(document, v, (*at, i), config) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${{" not in value:
         return value
-    whole = EXPRESSION.fullmatch(value.strip())
+    whole = _whole_expression(value)
     try:
         if whole is not None and parse_ref(whole.group(1)).root == "config":
             return _config_value(parse_ref(whole.group(1)).path[0], config)
         return EXPRESSION.sub(lambda m: _config_text(m.group(0), m.group(1), config), value)
     except TemplateError as exc:
         raise document.error(str(exc), at, step_name=_step_at(document, at)) from exc
+
+
+def _whole_expression(value: str) -> re.Match[str] | None:
+    """The one ``${{ }}`` that is all of ``value`` (blanks aside), if it is one.
+
+    Not ``fullmatch``: its lazy group would stretch across ``${{ a }}${{ b }}``.
+    """
+    text = value.strip()
+    found = list(EXPRESSION.finditer(text))
+    return found[0] if len(found) == 1 and found[0].span() == (0, len(text)) else None
 
 
 def _config_text(original: str, expression: str, config: dict[str, Any]) -> str:
@@ -165,8 +176,10 @@ def _problem(error: Any) -> str:
         return f"{got} is not allowed here; expected {error['ctx']['expected']}"
     if error["type"] == "extra_forbidden":
         return "unknown key (not part of the workflow format)"
+    if error["type"] == "missing":
+        return f"the key {error['loc'][-1]!r} is missing"
     message = str(error["msg"]).removeprefix("Value error, ")
-    return message if error["type"] == "missing" else f"{message} (got {got})"
+    return f"{message} (got {got})"
 
 
 def _real_path(value: Any, loc: tuple[int | str, ...]) -> DocPath:

@@ -13,6 +13,8 @@ from pydantic import (
     PrivateAttr,
     StringConstraints,
     Tag,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -124,6 +126,15 @@ class StepSpec(Strict):
     env: Env = {}
     timeout: Duration | None = None
     _settings: StepConfig | None = PrivateAttr(None)
+
+    @field_validator("config")
+    @classmethod
+    def _config_fits_type(cls, config: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # Checked here, not only below, so that its errors are located under ``config``.
+        kind = info.data.get("type")
+        if kind in CONFIG_TYPES:
+            CONFIG_TYPES[kind].model_validate(config)
+        return config
 
     @model_validator(mode="after")
     def _typed_config(self) -> StepSpec:
