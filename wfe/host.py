@@ -25,7 +25,7 @@ from wfe_core.definition import WorkflowDefinition
 from wfe_core.errors import ShuttingDown
 from wfe_core.executor.run import RunServices
 from wfe_core.lifecycle import LifecycleHub, LoggingSubscriber, Subscriber
-from wfe_core.models import DefinitionRecord
+from wfe_core.models import DefinitionRecord, WorkflowRecord
 from wfe_core.ports import Backend, LockProvider
 from wfe_core.retry import DEFAULT_RETRY, RetryPolicy
 
@@ -492,6 +492,13 @@ class WorkflowHost(WorkflowClient):
             # Registered after start (saved in the background) or before it.
             await self._save_definition(local)
         return local.version, digest
+
+    def _instance(
+        self, record: WorkflowRecord, data_type: type[BaseModel] | None
+    ) -> WorkflowInstance:
+        # Typed with the model of the definition it runs against: an instance started
+        # from an edited file keeps its own model (or comes back as a dict).
+        return WorkflowInstance.from_record(record, data_type or self._stored.data_type(record))
 
     def _data_type(self, definition_id: str, version: int) -> type[BaseModel] | None:
         definition = self._registry.get(definition_id, version)

@@ -19,6 +19,8 @@ import logging
 import time
 from collections import OrderedDict
 
+from pydantic import BaseModel
+
 from wfe import sources
 from wfe.registry import Registry
 from wfe_core.definition import WorkflowDefinition
@@ -94,6 +96,18 @@ class StoredDefinitions:
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         return cached
+
+    def data_type(self, record: WorkflowRecord) -> type[BaseModel] | None:
+        """The data model ``record`` runs with, if this host knows it without a read:
+        its registered definition's, or that of the one rebuilt from its source."""
+        registered = self._registry.get(record.definition_id, record.version)
+        digest = record.source_digest
+        if registered is not None and (
+            digest is None or (registered.source is not None and registered.source.digest == digest)
+        ):
+            return registered.data_type
+        rebuilt = None if digest is None else self._cache.get(digest)
+        return None if rebuilt is None else rebuilt.data_type
 
     def _cached(self, digest: str) -> WorkflowDefinition | None:
         definition = self._cache.get(digest)
