@@ -107,6 +107,43 @@ def kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Tells when the process exits, before its pipes close.
+
+    ``Process.wait()`` on Python 3.11 returns only once stdout and stderr are closed,
+    and a background child the step left running keeps them open: waiting for it would
+    hang the step until that child ends, and the group would never be killed.
+    """
+
+    def __init__(self, exited: asyncio.Future[None], loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self.exited = exited
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+async def _spawn(
+    argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None, stdin: bool
+) -> tuple[asyncio.subprocess.Process, asyncio.Future[None]]:
+    """Start ``argv`` in a new session; the future resolves when it exits."""
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+    transport, protocol = await loop.subprocess_exec(
+        lambda: _ExitProtocol(exited, loop),
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(env),
+        cwd=cwd,
+        start_new_session=True,
+    )
+    return asyncio.subprocess.Process(transport, protocol, loop), exited
+
+
 async def run_process(
     argv: Sequence[str],
     *,
@@ -124,15 +161,7 @@ async def run_process(
     fills; it is returned in the result. ``stdin_data``, when given, is written to the
     process's stdin, which is then closed; otherwise stdin is ``/dev/null``.
     """
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL if stdin_data is None else asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=dict(env),
-        cwd=cwd,
-        start_new_session=True,
-    )
+    process, exited = await _spawn(argv, env=env, cwd=cwd, stdin=stdin_data is not None)
     out, err = _Tail(limit), _Tail(limit)
     assert process.stdout is not None and process.stderr is not None
     pipes = [_read_stdout(process.stdout, out, line_filter), _read_stderr(process.stderr, err)]
@@ -141,7 +170,9 @@ async def run_process(
         pipes.append(_write_stdin(process.stdin, stdin_data))
     readers = asyncio.gather(*pipes)
     try:
-        exit_code = await process.wait()
+        await exited
+        exit_code = process.returncode
+        assert exit_code is not None
     except BaseException:
         kill_group(process.pid)
         readers.cancel()

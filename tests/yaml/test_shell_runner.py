@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -141,12 +140,6 @@ async def test_cancellation_kills_background_children(tmp_path: Path):
     await wait_gone(pid)
 
 
-@pytest.mark.xfail(
-    sys.version_info < (3, 12),
-    reason="wfe_yaml.process awaits Process.wait(), which on Python 3.11 returns only once "
-    "the pipes close, and the background child holds them: the step hangs until it ends",
-    run=False,
-)
 async def test_a_background_process_left_behind_is_killed(tmp_path: Path):
     # The sleep holds stdout open; the step still ends when the shell does.
     result = await run_shell("sleep 300 & echo $! > pid", env=environment(), cwd=str(tmp_path))
