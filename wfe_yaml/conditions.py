@@ -131,7 +131,7 @@ def _check(node: ast.AST, text: str) -> list[Ref]:
         return [ref for child in ast.iter_child_nodes(node) for ref in _check(child, text)]
     if isinstance(node, ast.boolop | ast.cmpop | ast.unaryop):
         return []
-    if isinstance(node, ast.Constant) and isinstance(node.value, str | int | float | bool):
+    if isinstance(node, ast.Constant) and isinstance(node.value, str | int | float | bool | None):
         return []
     if isinstance(node, ast.Name) and node.id in _WORDS:
         return []
