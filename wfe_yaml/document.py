@@ -26,6 +26,7 @@ class Document:
     value: Any
     lines: dict[Path, int] = field(default_factory=dict)
     path: str | None = None
+    definition_id: str | None = None  # once known, every error names the workflow
 
     def line_of(self, path: Path) -> int | None:
         """The line of ``path``, or of its nearest ancestor the document has."""
@@ -36,6 +37,7 @@ class Document:
         return None
 
     def error(self, message: str, at: Path = (), **where: Any) -> DefinitionError:
+        where.setdefault("definition_id", self.definition_id)
         return DefinitionError(message, path=self.path, line=self.line_of(at), **where)
 
 

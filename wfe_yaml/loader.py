@@ -54,6 +54,7 @@ def load_workflow_text(
     document = parse(text, path)
     document.value = _apply_config(document, document.value, (), config)
     spec = _validate(document)
+    document.definition_id = spec.workflow.id
     planned = plan(spec.workflow, document, config)
     env = {name: as_text(value) for name, value in spec.workflow.env.items()}
     _check_env_refs(document, env)
@@ -210,8 +211,9 @@ def _step_at(document: Document, at: DocPath) -> str | None:
             node = node[part]
         except (KeyError, IndexError, TypeError):
             break
-        if isinstance(node, dict) and isinstance(node.get("name"), str) and "config" in node:
-            name = node["name"]
+        in_list = isinstance(part, int)
+        if in_list and isinstance(node, dict) and isinstance(node.get("name"), str):
+            name = None if "parallel" in node else node["name"]
     return name
 
 

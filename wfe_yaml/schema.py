@@ -21,15 +21,28 @@ from pydantic import (
 from wfe_core.retry import Backoff, FailureAction, RetryPolicy
 from wfe_yaml.deno import DenoPermissions
 from wfe_yaml.durations import parse_duration
+from wfe_yaml.templates import STEPS_KEY
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 """Step names: they appear in ``steps.NAME.outputs.KEY``, so no dots or spaces."""
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+Timeout = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 EnvValue = str | int | float | bool
 Env = dict[EnvName, EnvValue]
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a version is a whole number >= 1, not true/false")
+    return value
+
+
+def _condition_text(value: Any) -> Any:
+    """``if: true`` / ``if: false`` read as YAML booleans; take them as conditions."""
+    return ("true" if value else "false") if isinstance(value, bool) else value
 
 
 class Strict(BaseModel):
@@ -87,7 +100,7 @@ class ShellConfig(Strict):
     run: Annotated[str, StringConstraints(min_length=1)]
     shell: Literal["bash", "sh"] = "bash"
     working_directory: str | None = None
-    timeout: Duration | None = None
+    timeout: Timeout | None = None
 
 
 class DenoConfig(Strict):
@@ -96,7 +109,7 @@ class DenoConfig(Strict):
 
     script: Annotated[str, StringConstraints(min_length=1)]
     permissions: DenoPermissions = DenoPermissions()
-    timeout: Duration | None = None
+    timeout: Timeout | None = None
 
 
 StepConfig = ShellConfig | DenoConfig
@@ -120,11 +133,11 @@ class StepSpec(Strict):
     description: str | None = None
     depends_on: list[Name] = []
     depends_on_any: list[Name] = []
-    if_: str | None = Field(None, alias="if")
+    if_: Annotated[str | None, BeforeValidator(_condition_text)] = Field(None, alias="if")
     retry: RetrySpec | None = None
     on_failure: Literal["fail", "continue", "retry_indefinitely"] = "fail"
     env: Env = {}
-    timeout: Duration | None = None
+    timeout: Timeout | None = None
     _settings: StepConfig | None = PrivateAttr(None)
 
     @field_validator("config")
@@ -176,9 +189,17 @@ class WorkflowSpec(Strict):
     """The ``workflow:`` mapping."""
 
     id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")]
-    version: int = Field(1, ge=1)
+    version: Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=2**31 - 1)] = 1
     description: str | None = None
     data: dict[str, Any] = {}
+
+    @field_validator("data")
+    @classmethod
+    def _steps_is_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if STEPS_KEY in value:
+            raise ValueError(f"{STEPS_KEY!r} is reserved: it holds the outputs of the steps")
+        return value
+
     env: Env = {}
     steps: Annotated[list[Item], Field(min_length=1)]
 

@@ -114,6 +114,23 @@ CASES: dict[str, Bad] = {
         "workflow:\n  id: flow\n  version: 0  #<\n  steps: [{name: A, config: {run: x}}]\n",
         ("version", "greater than or equal to 1"),
     ),
+    "version-a-boolean": Bad(
+        "workflow:\n  id: flow\n  version: true  #<\n  steps: [{name: A, config: {run: x}}]\n",
+        ("version", "not true/false"),
+    ),
+    "version-too-large": Bad(
+        "workflow:\n  id: flow\n  version: 9999999999 #<\n  steps: [{name: A, config: {run: y}}]\n",
+        ("version", "less than or equal"),
+    ),
+    "data-steps-reserved": Bad(
+        "workflow:\n  id: flow\n  data: {steps: 1}  #<\n  steps: [{name: A, config: {run: x}}]\n",
+        ("'steps' is reserved",),
+    ),
+    "timeout-zero": Bad(
+        steps("- { name: A, timeout: 0, config: { run: x } }  #<\n"),
+        ("timeout", "greater than 0"),
+        step="A",
+    ),
     "steps-a-mapping": Bad(
         "workflow:\n  id: flow\n  steps: {}  #<\n",
         ("steps", "valid list"),
@@ -141,7 +158,7 @@ CASES: dict[str, Bad] = {
     "step-without-config": Bad(
         steps("- name: Build  #<\n"),
         ("'config' is missing",),
-        step=None,  # the step has no config, so it is not recognised as one
+        step="Build",
     ),
     "unknown-step-type": Bad(
         steps(
@@ -525,7 +542,7 @@ CASES: dict[str, Bad] = {
         steps(
             """
             - name: Maybe
-              if: true  #<
+              if: [a, b]  #<
               config: { run: x }
             """
         ),
