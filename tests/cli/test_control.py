@@ -36,7 +36,7 @@ UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 @pytest.mark.multiproc
 async def test_start_suspend_resume_terminate_list_publish(
-    cli: Cli, client: WorkflowClient, tmp_path: Path
+    cli: Cli, client: WorkflowClient, tmp_path: Path, step_groups: list[int]
 ) -> None:
     flows = tmp_path / "flows"
     flows.mkdir()
@@ -56,6 +56,8 @@ async def test_start_suspend_resume_terminate_list_publish(
         lambda: (tmp_path / "started-s").exists() and (tmp_path / "started-t").exists(),
         lambda: f"both runs in step Nap; the worker printed:\n{worker.output()}",
     )
+    naps = {tag: int((tmp_path / f"nap-{tag}.pid").read_text()) for tag in "st"}
+    step_groups.extend(naps.values())  # killing the worker at teardown does not reach them
 
     for done in cli.many(["suspend", suspended], ["terminate", terminated]):
         assert done.code == 0, done.explain()
@@ -73,8 +75,7 @@ async def test_start_suspend_resume_terminate_list_publish(
     assert later in ([], [("Wake", "PENDING")]), later
     assert not (tmp_path / "finished-s").exists()
     # Terminating cancels the running step: its process group is killed.
-    nap = int((tmp_path / "nap-t.pid").read_text())
-    await wait_until(lambda: process_gone(nap), "the terminated run's step process is gone")
+    await wait_until(lambda: process_gone(naps["t"]), "the terminated run's step is gone")
 
     resumed = cli("resume", suspended)
     assert resumed.code == 0, resumed.explain()
