@@ -4,6 +4,13 @@ Every process a YAML step starts runs in a new session (``start_new_session``), 
 whole group (the shell and whatever it started in the background) can be killed with
 one ``killpg``: on timeout or cancellation, and once the main process has exited, so no
 orphan keeps running or holds the output pipes open.
+
+A session of its own also means the step would outlive its host: a SIGKILL of the host
+(or of the host's process group) does not reach it, and the run resumed elsewhere would
+race the orphan. So the step runs under a tiny ``bash`` watcher that holds the read end
+of a pipe whose only writer is the host; when the host dies, however it dies, the
+kernel closes the pipe, the watcher's ``read`` returns, and it kills the step's whole
+process group.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +30,20 @@ OUTPUT_LIMIT = 64 * 1024
 DRAIN_AFTER_EXIT = 2.0
 """Seconds to finish reading the pipes after the main process exited and its group was
 killed; a grandchild that left the group and kept the pipe open is not waited for."""
+
+_WATCHER = """\
+fd=$1; shift
+( read -r -u "$fd" _; kill -KILL 0 ) &
+watcher=$!
+"$@"
+code=$?
+kill "$watcher" 2>/dev/null
+exit "$code"
+"""
+"""Runs the step (its arguments) and, beside it, waits for end-of-file on the host's
+pipe: the host died, so kill the whole group. Killed with the step's group otherwise."""
+
+_WATCHER_SHELL = shutil.which("bash") or "/bin/bash"  # dash cannot read fds above 9
 
 LineFilter = Callable[[str], bool]
 """Sees each complete stdout line (without its newline); returns True to keep it out of
@@ -131,16 +153,30 @@ async def _spawn(
     """Start ``argv`` in a new session; the future resolves when it exits."""
     loop = asyncio.get_running_loop()
     exited: asyncio.Future[None] = loop.create_future()
-    transport, protocol = await loop.subprocess_exec(
-        lambda: _ExitProtocol(exited, loop),
-        *argv,
-        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=dict(env),
-        cwd=cwd,
-        start_new_session=True,
-    )
+    lifeline, keep = os.pipe()  # the host holds ``keep`` until the step has exited
+    try:
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _ExitProtocol(exited, loop),
+            _WATCHER_SHELL,
+            "-c",
+            _WATCHER,
+            "wfe-step",
+            str(lifeline),
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+            pass_fds=(lifeline,),
+        )
+    except BaseException:
+        os.close(keep)
+        raise
+    finally:
+        os.close(lifeline)
+    exited.add_done_callback(lambda _: os.close(keep))
     return asyncio.subprocess.Process(transport, protocol, loop), exited
 
 

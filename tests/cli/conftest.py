@@ -214,13 +214,14 @@ def cli(tmp_path: Path, db_url: str) -> Iterator[Cli]:
 
 @pytest.fixture
 def step_groups() -> Iterator[list[int]]:
-    """Process groups of step processes a test saw (from a pid file they wrote); each is
-    killed at teardown, so a step orphaned by a killed ``wfe`` cannot outlive the test."""
-    groups: list[int] = []
-    yield groups
-    for pgid in groups:
+    """Step processes a test saw (pids from a pid file they wrote); the process group of
+    each is killed at teardown, so a step can never outlive its test, even if the step
+    watcher that kills it with its host failed."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
 
 
 @pytest.fixture

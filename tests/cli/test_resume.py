@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -43,12 +41,8 @@ def lines(path: Path) -> list[str]:
 
 
 def kill_blocked_run(run: Spawned, folder: Path, prefix: str, step_groups: list[int]) -> None:
-    """Wait until step Two runs, SIGKILL the run's process group, then the step's.
-
-    The step runs in a session of its own, so killing ``wfe run`` does not reach it
-    (test_killed_run_leaves_no_step_running shows that); it is killed here as a machine
-    restart would, so what follows tests the resume alone and cannot see its appends.
-    """
+    """Wait until step Two runs, SIGKILL the run's process group, and see its step die
+    with it (the step's watcher kills the step's own group when its host is gone)."""
     poll(
         lambda: (folder / f"{prefix}started-2").exists() or run.proc.poll() is not None,
         "step Two started",
@@ -57,8 +51,7 @@ def kill_blocked_run(run: Spawned, folder: Path, prefix: str, step_groups: list[
     step = int((folder / f"{prefix}two.pid").read_text())
     step_groups.append(step)
     run.kill()
-    os.killpg(step, signal.SIGKILL)
-    poll(lambda: process_gone(step), "the orphaned step is gone")
+    poll(lambda: process_gone(step), "the step is gone with its wfe run")
 
 
 def test_run_resumes_after_sigkill(cli: Cli, tmp_path: Path, step_groups: list[int]) -> None:
