@@ -61,6 +61,7 @@ from pathlib import Path
 
 import pytest
 
+from wfe import WorkflowClient
 from wfe_core.ports.backend import Backend
 from wfe_core.testing import memory_backend
 
@@ -340,6 +341,25 @@ async def backend_url(backend_name: str, tmp_path: Path) -> AsyncIterator[str]:
     """An empty database of the backend under test: a URL, or ``"memory"``."""
     async with BACKENDS[backend_name].database(tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+def db_url(backend_name: str, backend_url: str) -> str:
+    """The backend under test's URL for other processes (host processes, ``wfe``
+    commands); the in-memory store lives inside one process, so its tests skip."""
+    if backend_name == "memory":
+        pytest.skip("the in-memory store lives inside one process; other processes cannot share it")
+    return backend_url
+
+
+@pytest.fixture
+async def client(db_url: str) -> AsyncIterator[WorkflowClient]:
+    """A client on the test's shareable database (it executes nothing), always closed."""
+    opened = WorkflowClient.from_url(db_url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 @pytest.fixture

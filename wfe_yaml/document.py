@@ -66,7 +66,9 @@ def parse(text: str, path: str | None = None) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join(p for p in (exc.context, exc.problem) if p) or "malformed YAML"
-        line = None if mark is None else mark.line + 1
+        # At the end of the input PyYAML points one line past the last: show the last.
+        last = max(1, len(text.splitlines()))
+        line = None if mark is None else min(mark.line + 1, last)
         raise DefinitionError(f"invalid YAML: {problem}", path=path, line=line) from exc
     except yaml.YAMLError as exc:
         raise DefinitionError(f"invalid YAML: {exc}", path=path) from exc

@@ -216,19 +216,25 @@ class _Scanner:
         return self._copy(i)
 
     def _double(self, i: int) -> int:
+        if self.text[i] == '"':
+            return self._pop(i)
+        expanded = self._expansion(i)
+        return self._copy(i) if expanded is None else expanded
+
+    def _expansion(self, i: int) -> int | None:
+        """What double quotes and heredoc bodies share: references, escapes, ``$…``
+        and backticks; None for a plain character."""
         ch = self.text[i]
         if ch == _MARK:
             self._reference("${{{}}}")
             return i + 1
-        if ch == '"':
-            return self._pop(i)
         if ch == "\\":
             return self._escape(i)
         if ch == "$":
             return self._dollar(i)
         if ch == "`":
             return self._push(_Frame(_Kind.BACKTICK), i, 1)
-        return self._copy(i)
+        return None
 
     def _single(self, i: int) -> int:
         ch = self.text[i]
@@ -307,15 +313,9 @@ class _Scanner:
         ch, frame = self.text[i], self.stack[-1]
         if frame.line_start and (done := self._heredoc_end(i, frame)) is not None:
             return done
-        if ch == _MARK:
-            self._reference("${{{}}}")
-            return i + 1
-        if ch == "\\":
-            return self._escape(i)
-        if ch == "$":
-            return self._dollar(i)
-        if ch == "`":
-            return self._push(_Frame(_Kind.BACKTICK), i, 1)
+        expanded = self._expansion(i)
+        if expanded is not None:
+            return expanded
         frame.line_start = ch == "\n"
         return self._copy(i)
 

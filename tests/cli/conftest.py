@@ -23,14 +23,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from wfe import WorkflowClient
 
 DEADLINE = 60.0
 """Seconds before a command or a wait is declared stuck (never a measured bound)."""
@@ -194,14 +192,6 @@ def _kill_group(proc: subprocess.Popen[Any]) -> None:
 
 
 @pytest.fixture
-def db_url(backend_name: str, backend_url: str) -> str:
-    """The backend under test's URL; in-memory stores cannot be shared by processes."""
-    if backend_name == "memory":
-        pytest.skip("the in-memory store lives inside one process; wfe commands cannot share it")
-    return backend_url
-
-
-@pytest.fixture
 def cli(tmp_path: Path, db_url: str) -> Iterator[Cli]:
     """The ``wfe`` program on the test's database; spawned processes die at teardown."""
     runner = Cli(tmp_path, db_url)
@@ -222,16 +212,6 @@ def step_groups() -> Iterator[list[int]]:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(os.getpgid(pid), signal.SIGKILL)
-
-
-@pytest.fixture
-async def client(db_url: str) -> AsyncIterator[WorkflowClient]:
-    """A client on the test's database (it executes nothing)."""
-    opened = WorkflowClient.from_url(db_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def write(folder: Path, name: str, text: str) -> Path:

@@ -3,22 +3,12 @@ always killed at teardown, and a client that is always closed."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from wfe import WorkflowClient
-
 from .procs import HostProc
-
-
-@pytest.fixture
-def db_url(backend_name: str, backend_url: str) -> str:
-    """The backend under test's URL; in-memory stores cannot be shared by processes."""
-    if backend_name == "memory":
-        pytest.skip("the in-memory store lives inside one process; host processes cannot share it")
-    return backend_url
 
 
 @pytest.fixture
@@ -35,13 +25,3 @@ def host_procs() -> Iterator[list[HostProc]]:
     yield procs
     for proc in procs:
         proc.cleanup()
-
-
-@pytest.fixture
-async def client(db_url: str) -> AsyncIterator[WorkflowClient]:
-    """A client on the test's database (it executes nothing)."""
-    opened = WorkflowClient.from_url(db_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
