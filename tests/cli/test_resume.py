@@ -102,9 +102,9 @@ async def test_worker_finishes_runs_from_stored_copies(
     flows.mkdir()
     edited = write(flows, "edited.yaml", blocking("stored-edited", "old", "e-"))
     deleted = write(flows, "deleted.yaml", blocking("stored-deleted", "old", "d-"))
-    # A short lease: the worker, unlike `wfe run`, waits for a dead holder's lease.
+    # The default 30 s lease: the worker takes over from the dead `wfe run` at once.
     runs = {
-        prefix: cli.spawn("run", str(path), "--lease", "2", name=f"{prefix}run")
+        prefix: cli.spawn("run", str(path), name=f"{prefix}run")
         for prefix, path in (("e-", edited), ("d-", deleted))
     }
     for prefix, run in runs.items():
@@ -119,7 +119,8 @@ async def test_worker_finishes_runs_from_stored_copies(
     worker.wait_for_output("serving")
 
     for prefix, workflow_id in ids.items():
-        finished = await client.wait_for_completion(workflow_id, timeout=60)
+        # 20 s under a 30 s lease: only a take-over of the dead holder's lease fits.
+        finished = await client.wait_for_completion(workflow_id, timeout=20)
         assert finished.status is WorkflowStatus.COMPLETE, (prefix, finished, worker.output())
         assert lines(tmp_path / f"{prefix}one-old.txt") == ["old"], prefix
         assert lines(tmp_path / f"{prefix}two-old.txt") == ["old"], (prefix, worker.output())

@@ -16,13 +16,13 @@ import signal
 from typing import Any
 
 from wfe.cli.inputs import UsageError
+from wfe.cli.leases import release_if_dead
 from wfe.cli.progress import ProgressView
 from wfe.cli.render import step_rows, took
 from wfe.host import WorkflowHost
 from wfe.instance import WorkflowInstance
-from wfe.owners import is_dead_local_owner
 from wfe_core.definition import WorkflowDefinition
-from wfe_core.models import Claim, WorkflowStatus
+from wfe_core.models import WorkflowStatus
 
 INTERRUPTED = 130
 
@@ -86,13 +86,10 @@ async def _unfinished(
 async def _take_over(host: WorkflowHost, workflow_id: str) -> None:
     """Free the lease of a holder that died on this machine, so we go on at once."""
     record = await host.backend.persistence.get_workflow(workflow_id)
-    if record.lease_owner is None or not is_dead_local_owner(record.lease_owner):
-        if record.lease_owner is not None and record.lease_owner != host.host_id:
-            print(f"  held by {record.lease_owner}: waiting for it to finish or let go")
-        return
-    print(f"  its last host ({record.lease_owner}) is gone: taking over now")
-    claim = Claim(workflow_id, record.lease_owner, record.lease_token, 0, 0)
-    await host.backend.queue.release(claim)
+    if await release_if_dead(host, record):
+        print(f"  its last host ({record.lease_owner}) is gone: taking over now")
+    elif record.lease_owner is not None and record.lease_owner != host.host_id:
+        print(f"  held by {record.lease_owner}: waiting for it to finish or let go")
 
 
 async def _wait(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wfe.cli.inputs import UsageError
+from wfe.cli.leases import release_dead_local_leases
 from wfe.host import WorkflowHost
 from wfe_core.definition import WorkflowDefinition
 from wfe_yaml import load_workflow
@@ -37,6 +38,9 @@ async def serve(host: WorkflowHost, definitions: list[WorkflowDefinition]) -> in
     for definition in definitions:
         host.register(definition)
     host.install_signal_handlers()
+    released = await release_dead_local_leases(host)
+    if released:
+        print(f"took over {released} workflow(s) from hosts of this machine that died")
     names = ", ".join(f"{d.id} v{d.version}" for d in definitions) or "nothing from the folder"
     print(f"worker {host.host_id} serving {names} (and stored runs); Ctrl-C stops", flush=True)
     await host.wait_for_shutdown()
