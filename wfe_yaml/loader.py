@@ -23,6 +23,7 @@ from wfe_yaml.document import Document, parse
 from wfe_yaml.document import Path as DocPath
 from wfe_yaml.graph import Planned, plan
 from wfe_yaml.schema import FAILURE_ACTIONS, ShellConfig, WorkflowFile
+from wfe_yaml.shell_splice import splice
 from wfe_yaml.steps import DenoStep, ShellStep, YamlStep
 from wfe_yaml.templates import EXPRESSION, TemplateError, as_text, parse_ref
 
@@ -254,6 +255,8 @@ def _check_refs(document: Document, step: Planned, planned: list[Planned]) -> No
         )
     try:
         refs = [ref for _, text in texts for ref in _refs(text)]
+        if isinstance(settings, ShellConfig):
+            _check_splice(settings.run, len(EXPRESSION.findall(settings.run)))
         refs.extend(() if step.condition is None else step.condition.refs)
         for ref in refs:
             if ref.step is not None and ref.step not in step.ancestors:
@@ -261,6 +264,15 @@ def _check_refs(document: Document, step: Planned, planned: list[Planned]) -> No
     except TemplateError as exc:
         at = texts[0][0] if texts else step.at
         raise document.error(str(exc), at, step_name=spec.name) from exc
+
+
+def _check_splice(command: str, count: int) -> None:
+    """Splice placeholders now, so a reference the shell could not take as data (in a
+    quoted heredoc, in arithmetic) is a load error rather than a failed step later."""
+    try:
+        splice(command, ["x"] * count)
+    except ValueError as exc:
+        raise TemplateError(str(exc)) from exc
 
 
 def _not_before(name: str, other: str, planned: list[Planned]) -> str:
