@@ -126,6 +126,31 @@ CASES: dict[str, Bad] = {
         "workflow:\n  id: flow\n  data: {steps: 1}  #<\n  steps: [{name: A, config: {run: x}}]\n",
         ("'steps' is reserved",),
     ),
+    "reference-in-shell-arithmetic": Bad(
+        steps(
+            """
+            - name: Count
+              config:
+                run: echo $(( ${{ data.n }} + 1 ))  #<
+            """
+        ),
+        ("shell arithmetic", "can run commands"),
+        step="Count",
+    ),
+    "reference-in-quoted-heredoc": Bad(
+        steps(
+            """
+            - name: Quote
+              config:
+                run: |  #<
+                  cat <<'EOF'
+                  ${{ data.x }}
+                  EOF
+            """
+        ),
+        ("quoted heredoc",),
+        step="Quote",
+    ),
     "timeout-zero": Bad(
         steps("- { name: A, timeout: 0, config: { run: x } }  #<\n"),
         ("timeout", "greater than 0"),
