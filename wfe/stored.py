@@ -75,15 +75,9 @@ class StoredDefinitions:
                 definition): the workflow cannot run anywhere this way.
             ProviderError: the store failed (the run is retried later).
         """
-        registered = self._registry.get(record.definition_id, record.version)
+        registered = self._registered_for(record)
         digest = record.source_digest
-        if digest is None:
-            return registered
-        if (
-            registered is not None
-            and registered.source is not None
-            and (registered.source.digest == digest)
-        ):
+        if registered is not None or digest is None:
             return registered
         cached = self._cached(digest)
         if cached is not None:
@@ -100,14 +94,22 @@ class StoredDefinitions:
     def data_type(self, record: WorkflowRecord) -> type[BaseModel] | None:
         """The data model ``record`` runs with, if this host knows it without a read:
         its registered definition's, or that of the one rebuilt from its source."""
-        registered = self._registry.get(record.definition_id, record.version)
-        digest = record.source_digest
-        if registered is not None and (
-            digest is None or (registered.source is not None and registered.source.digest == digest)
-        ):
+        registered = self._registered_for(record)
+        if registered is not None:
             return registered.data_type
+        digest = record.source_digest
         rebuilt = None if digest is None else self._cache.get(digest)
         return None if rebuilt is None else rebuilt.data_type
+
+    def _registered_for(self, record: WorkflowRecord) -> WorkflowDefinition | None:
+        """The registered definition, if ``record`` runs with it: it has no source
+        digest, or the registered one was built from that very source."""
+        registered = self._registry.get(record.definition_id, record.version)
+        digest = record.source_digest
+        if registered is None or digest is None:
+            return registered
+        source = registered.source
+        return registered if source is not None and source.digest == digest else None
 
     def _cached(self, digest: str) -> WorkflowDefinition | None:
         definition = self._cache.get(digest)

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel
@@ -82,9 +83,10 @@ class DefinitionSource:
     def config_json(self) -> str:
         return canonical_config(self.config)
 
-    @property
+    @cached_property
     def digest(self) -> str:
-        """sha256 of kind, text and config: the identity of the stored copy."""
+        """sha256 of kind, text and config: the identity of the stored copy (hashed once:
+        hosts compare it on every claim of a workflow started from a source)."""
         return source_digest(self.kind, self.text, self.config)
 
     def record(self) -> DefinitionSourceRecord:

@@ -44,12 +44,13 @@ def plan(workflow: WorkflowSpec, document: Document, config: Mapping[str, Any]) 
     names, unknown dependencies and cycles."""
     steps, groups = _flatten(workflow, document)
     dag = any(_names_dependencies(item) for item in workflow.steps)
+    known = {p.spec.name for p in steps}
     previous: list[str] = []
     for index, item in enumerate(workflow.steps):
         members = [p for p in steps if p.at[2] == index]
         for planned in members:
             if dag:
-                _resolve(planned, item, groups, steps, document)
+                _resolve(planned, item, groups, known, document)
             else:
                 planned.depends_on = list(previous)
         previous = [p.spec.name for p in members]
@@ -102,10 +103,9 @@ def _resolve(
     planned: Planned,
     item: StepSpec | GroupSpec,
     groups: dict[str, list[str]],
-    steps: list[Planned],
+    known: set[str],
     document: Document,
 ) -> None:
-    known = {p.spec.name for p in steps}
     outer = item if isinstance(item, GroupSpec) else None
     for attribute in ("depends_on", "depends_on_any"):
         names = [*(getattr(outer, attribute) if outer else []), *getattr(planned.spec, attribute)]

@@ -25,7 +25,7 @@ from wfe_yaml.graph import Planned, plan
 from wfe_yaml.schema import FAILURE_ACTIONS, ShellConfig, WorkflowFile
 from wfe_yaml.shell_splice import splice
 from wfe_yaml.steps import DenoStep, ShellStep, YamlStep
-from wfe_yaml.templates import EXPRESSION, TemplateError, as_text, parse_ref
+from wfe_yaml.templates import EXPRESSION, TemplateError, as_text, parse_ref, refs_in
 
 SOURCE_KIND = "yaml"
 """The :class:`DefinitionSource` kind of YAML definitions (entry point ``wfe.sources``)."""
@@ -113,8 +113,9 @@ def _apply_config(document: Document, value: Any, at: DocPath, config: dict[str,
         return value
     whole = _whole_expression(value)
     try:
-        if whole is not None and parse_ref(whole.group(1)).root == "config":
-            return _config_value(parse_ref(whole.group(1)).path[0], config)
+        ref = None if whole is None else parse_ref(whole.group(1))
+        if ref is not None and ref.root == "config":
+            return _config_value(ref.path[0], config)
         return EXPRESSION.sub(lambda m: _config_text(m.group(0), m.group(1), config), value)
     except TemplateError as exc:
         raise document.error(str(exc), at, step_name=_step_at(document, at)) from exc
@@ -221,7 +222,7 @@ def _step_at(document: Document, at: DocPath) -> str | None:
 def _check_env_refs(document: Document, env: dict[str, str]) -> None:
     for name, value in env.items():
         try:
-            for ref in _refs(value):
+            for ref in refs_in(value):
                 if ref.root == "steps":
                     raise TemplateError(
                         f"workflow env {name}: ${{{{ {ref.text} }}}} is not allowed here "
@@ -229,10 +230,6 @@ def _check_env_refs(document: Document, env: dict[str, str]) -> None:
                     )
         except TemplateError as exc:
             raise document.error(str(exc), ("workflow", "env", name)) from exc
-
-
-def _refs(text: str) -> list[Any]:
-    return [parse_ref(m.group(1)) for m in EXPRESSION.finditer(text)]
 
 
 def _check_refs(document: Document, step: Planned, planned: list[Planned]) -> None:
@@ -254,7 +251,7 @@ def _check_refs(document: Document, step: Planned, planned: list[Planned]) -> No
             step_name=spec.name,
         )
     try:
-        refs = [ref for _, text in texts for ref in _refs(text)]
+        refs = [ref for _, text in texts for ref in refs_in(text)]
         if isinstance(settings, ShellConfig):
             _check_splice(settings.run, len(EXPRESSION.findall(settings.run)))
         refs.extend(() if step.condition is None else step.condition.refs)

@@ -20,7 +20,7 @@ from wfe_yaml.process import ProcessResult
 from wfe_yaml.schema import DenoConfig, ShellConfig, StepSpec
 from wfe_yaml.shell import run_shell
 from wfe_yaml.shell_splice import splice
-from wfe_yaml.templates import EXPRESSION, TemplateError, as_text, lookup, parse_ref
+from wfe_yaml.templates import EXPRESSION, TemplateError, as_text, lookup, parse_ref, refs_in
 
 
 class CommandFailed(Exception):
@@ -79,9 +79,7 @@ class ShellStep(YamlStep):
         config = self.spec.settings
         assert isinstance(config, ShellConfig)
         data = ctx.data.model_dump(mode="json")
-        values = [
-            as_text(lookup(parse_ref(m.group(1)), data)) for m in EXPRESSION.finditer(config.run)
-        ]
+        values = [as_text(lookup(ref, data)) for ref in refs_in(config.run)]
         try:
             command, variables = splice(config.run, values)
         except ValueError as exc:

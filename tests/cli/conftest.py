@@ -13,9 +13,7 @@ took.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import inspect
 import json
 import os
 import re
@@ -23,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,24 +243,9 @@ def _stuck(what: Describe, deadline: float) -> AssertionError:
     return AssertionError(f"{what if isinstance(what, str) else what()}: not within {deadline}s")
 
 
-async def wait_until(
-    check: Callable[[], Any | Awaitable[Any]], what: Describe, deadline: float = DEADLINE
-) -> Any:
-    """Poll ``check`` until it returns something truthy (and return that)."""
-    end = time.monotonic() + deadline
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise _stuck(what, deadline)
-        await asyncio.sleep(0.05)
-
-
 def poll(check: Callable[[], Any], what: Describe, deadline: float = DEADLINE) -> Any:
-    """Like :func:`wait_until`, for a plain function in a synchronous test."""
+    """Poll ``check`` until it returns something truthy (and return that), in a
+    synchronous test; async tests use ``tests.crash.procs.wait_until``."""
     end = time.monotonic() + deadline
     while not (result := check()):
         if time.monotonic() > end:

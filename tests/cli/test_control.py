@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.crash.procs import wait_until
 from wfe import WorkflowClient
 from wfe_core.models import WorkflowStatus
 
-from .conftest import Cli, process_gone, wait_until, write
+from .conftest import DEADLINE, Cli, process_gone, write
 
 CONTROLLED = """\
 workflow:
@@ -54,6 +55,7 @@ async def test_start_suspend_resume_terminate_list_publish(
     suspended, terminated = (done.stdout.strip() for done in started)
     await wait_until(
         lambda: (tmp_path / "started-s").exists() and (tmp_path / "started-t").exists(),
+        DEADLINE,
         lambda: f"both runs in step Nap; the worker printed:\n{worker.output()}",
     )
     naps = {tag: int((tmp_path / f"nap-{tag}.pid").read_text()) for tag in "st"}
@@ -68,14 +70,14 @@ async def test_start_suspend_resume_terminate_list_publish(
         steps = await client.get_steps(suspended)
         return any(s.name == "Nap" and s.status == "COMPLETE" for s in steps)
 
-    await wait_until(nap_committed, "step Nap of the suspended run committed")
+    await wait_until(nap_committed, DEADLINE, "step Nap of the suspended run committed")
     instance = await client.get_workflow(suspended)
     assert instance.status is WorkflowStatus.SUSPENDED
     later = [(s.name, s.status) for s in await client.get_steps(suspended) if s.name != "Nap"]
     assert later in ([], [("Wake", "PENDING")]), later
     assert not (tmp_path / "finished-s").exists()
     # Terminating cancels the running step: its process group is killed.
-    await wait_until(lambda: process_gone(naps["t"]), "the terminated run's step is gone")
+    await wait_until(lambda: process_gone(naps["t"]), DEADLINE, "the terminated run's step is gone")
 
     resumed = cli("resume", suspended)
     assert resumed.code == 0, resumed.explain()

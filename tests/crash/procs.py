@@ -242,10 +242,13 @@ def read_history(path: Path) -> list[dict[str, Any]]:
 async def wait_until(
     predicate: Callable[[], bool | Awaitable[bool]],
     timeout: float,
-    message: str = "condition",
+    message: str | Callable[[], str] = "condition",
     interval: float = 0.02,
 ) -> None:
-    """Poll ``predicate`` (sync or async) until true; ``AssertionError`` after ``timeout``."""
+    """Poll ``predicate`` (sync or async) until true; ``AssertionError`` after ``timeout``.
+
+    ``message`` may be a function, called only on failure (to show what a process had
+    printed by then)."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
@@ -254,5 +257,6 @@ async def wait_until(
         if result:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for: {message}")
+            what = message if isinstance(message, str) else message()
+            raise AssertionError(f"timed out after {timeout:g}s waiting for: {what}")
         await asyncio.sleep(interval)

@@ -20,6 +20,7 @@ from wfe.cli.worker import load_folder, serve
 from wfe.client import WorkflowClient
 from wfe.host import WorkflowHost
 from wfe_core.errors import DefinitionError, InvalidData, WorkflowError
+from wfe_yaml import load_workflow
 
 USER_ERROR = 2
 FAILED = 1
@@ -68,8 +69,6 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from wfe_yaml import load_workflow
-
     definition = load_workflow(args.file, pairs(args.config, "--config"))
     data = workflow_data(args.data, args.input)
     view = ProgressView([step.name for step in definition.steps])

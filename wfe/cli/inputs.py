@@ -26,10 +26,7 @@ def json_object(text: str | None, option: str) -> dict[str, Any]:
     """The JSON object given to ``option`` (``{}`` when absent)."""
     if text is None:
         return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{option} is not valid JSON: {exc.msg} at column {exc.colno}") from exc
+    value = _json(text, option)
     if not isinstance(value, dict):
         raise UsageError(f"{option} must be a JSON object, got {type(value).__name__}")
     return value
@@ -42,9 +39,11 @@ def workflow_data(data: str | None, inputs: Sequence[str] | None) -> dict[str, A
 
 def event_data(text: str | None) -> Any:
     """``--data`` of ``wfe publish``: any JSON value."""
-    if text is None:
-        return None
+    return None if text is None else _json(text, "--data")
+
+
+def _json(text: str, option: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"--data is not valid JSON: {exc.msg} at column {exc.colno}") from exc
+        raise UsageError(f"{option} is not valid JSON: {exc.msg} at column {exc.colno}") from exc

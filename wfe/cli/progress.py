@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from wfe import events as ev
+from wfe.cli.render import one_line
+
+NOTE_LIMIT = 100
+"""Characters of an error shown beside a step in the live view."""
 
 _MARKS = {
     "waiting": "·",
@@ -60,9 +64,13 @@ class ProgressView:
         elif isinstance(event, ev.StepSkipped):
             line.state = "skipped"
         elif isinstance(event, ev.StepRetrying):
-            line.state, line.note = "retrying", _short(event.error)
+            line.state, line.note = "retrying", one_line(event.error, NOTE_LIMIT)
         elif isinstance(event, ev.StepFailed):
-            line.state, line.took, line.note = "failed", _since(line.started), _short(event.error)
+            line.state, line.took, line.note = (
+                "failed",
+                _since(line.started),
+                one_line(event.error, 100),
+            )
         else:
             return
         self._show(event.step_name, line)
@@ -95,8 +103,3 @@ class ProgressView:
 
 def _since(started: float | None) -> float | None:
     return None if started is None else time.monotonic() - started
-
-
-def _short(text: str, limit: int = 100) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"

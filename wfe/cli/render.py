@@ -46,7 +46,7 @@ def step_rows(steps: Sequence[StepInstance]) -> str:
 
 def _detail(step: StepInstance) -> str:
     if step.error:
-        return _one_line(step.error)
+        return one_line(step.error)
     if step.event_name is not None and step.status == "WAITING":
         return f"waiting for event {step.event_name!r} key {step.event_key!r}"
     if step.sleep_until is not None and step.status in ("SLEEPING", "PENDING"):
@@ -54,7 +54,8 @@ def _detail(step: StepInstance) -> str:
     return ""
 
 
-def _one_line(text: str, limit: int = 160) -> str:
+def one_line(text: str, limit: int = 160) -> str:
+    """``text`` on one line (whitespace collapsed), cut to ``limit`` characters."""
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
