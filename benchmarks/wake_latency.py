@@ -8,13 +8,16 @@ processes share this machine's clock). Latency = step start - the moment just be
     .venv/bin/python -m benchmarks.wake_latency --db postgresql://postgres@127.0.0.1/wfe_bench
 
 Runs two configurations: NOTIFY on (LISTEN connection, poll 60 s: every wake-up must
-come from NOTIFY) and NOTIFY off (``?listen=false``, poll 1 s: the fallback).
+come from NOTIFY) and NOTIFY off (``?listen=false``, poll 1 s: the fallback). With
+``--json`` (how ``benchmarks.run`` calls it) only NOTIFY on runs, and the last line of
+stdout is the benchmarks' JSON protocol line instead of the table.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import time
@@ -59,13 +62,26 @@ async def measure(url: str, query: str, poll: float, n: int, gap: float) -> list
         await host.wait()
 
 
-def summary(values: list[float]) -> str:
+def percentiles(values: list[float]) -> dict[str, float]:
     values = sorted(values)
-    p = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
+    return {
+        "p50_ms": round(statistics.median(values), 3),
+        "p90_ms": round(values[min(len(values) - 1, int(0.9 * len(values)))], 3),
+        "max_ms": round(values[-1], 3),
+    }
+
+
+def summary(values: list[float]) -> str:
+    p = percentiles(values)
     return (
-        f"p50 {statistics.median(values):7.2f} ms  p90 {p(0.9):7.2f} ms  "
-        f"max {values[-1]:7.2f} ms  (n={len(values)})"
+        f"p50 {p['p50_ms']:7.2f} ms  p90 {p['p90_ms']:7.2f} ms  "
+        f"max {p['max_ms']:7.2f} ms  (n={len(values)})"
     )
+
+
+def protocol_line(n: int, values: list[float]) -> str:
+    result = {"workload": "wake", "engine": "wfe", "backend": "postgres", "n": n}
+    return json.dumps(result | percentiles(values) | {"config": CONFIGS[0][0]})
 
 
 async def main() -> None:
@@ -73,7 +89,12 @@ async def main() -> None:
     parser.add_argument("--db", required=True, help="database URL (PostgreSQL for NOTIFY)")
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--gap", type=float, default=0.05, help="idle seconds between runs")
+    parser.add_argument("--json", action="store_true", help="NOTIFY on only; a JSON line")
     args = parser.parse_args()
+    if args.json:
+        _, query, poll = CONFIGS[0]
+        print(protocol_line(args.n, await measure(args.db, query, poll, args.n, args.gap)))
+        return
     for label, query, poll in CONFIGS:
         latencies = await measure(args.db, query, poll, args.n, args.gap)
         print(f"{label:24s} {summary(latencies)}")
