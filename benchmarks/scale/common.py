@@ -126,7 +126,7 @@ async def _pg_admin(url: str, statement: str) -> None:
         await conn.close()
 
 
-async def sql_count(url: str, query: str) -> list[tuple[Any, ...]]:
+async def sql_rows(url: str, query: str) -> list[tuple[Any, ...]]:
     """Rows of a read-only query (verification only: the API has no count)."""
     if backend_of(url) == "sqlite":
 
@@ -148,7 +148,7 @@ async def sql_count(url: str, query: str) -> list[tuple[Any, ...]]:
 
 
 async def status_counts(url: str) -> dict[str, int]:
-    rows = await sql_count(url, "SELECT status, count(*) FROM wfe_workflows GROUP BY status")
+    rows = await sql_rows(url, "SELECT status, count(*) FROM wfe_workflows GROUP BY status")
     return {str(status): int(n) for status, n in rows}
 
 

@@ -30,7 +30,7 @@ from benchmarks.scale.common import (
     run,
     say,
     serve,
-    sql_count,
+    sql_rows,
     start_many,
     verify_all_complete,
     wait_until,
@@ -81,7 +81,7 @@ async def confirm_waiting(url: str, client: WorkflowClient, ids: list[str], n: i
     """The host saw every wait begin; the last ones commit just after: until the store
     holds N subscriptions (read-only count), then a sample through the public API."""
     deadline = time.monotonic() + 60
-    while (found := (await sql_count(url, "SELECT count(*) FROM wfe_subscriptions"))[0][0]) < n:
+    while (found := (await sql_rows(url, "SELECT count(*) FROM wfe_subscriptions"))[0][0]) < n:
         if time.monotonic() > deadline:
             raise BenchError(f"only {found} of {n} waits were stored within 60s")
         await asyncio.sleep(0.5)
