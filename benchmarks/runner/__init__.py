@@ -1,0 +1,1 @@
+"""The pieces of ``benchmarks/run.py``: the DBOS venv, databases, subprocesses, report."""
