@@ -311,5 +311,5 @@ def memory_of(pid: int) -> tuple[float, float]:
     fields = dict(
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
-    kb = lambda name: int(fields[name].split()[0])  # noqa: E731
-    return kb("VmRSS") / 1024, kb("VmHWM") / 1024
+    rss, hwm = (int(fields[name].split()[0]) / 1024 for name in ("VmRSS", "VmHWM"))
+    return rss, hwm

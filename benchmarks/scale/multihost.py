@@ -118,6 +118,10 @@ async def measure(url: str, hosts: int, n: int, timeout: float, log_dir: Path) -
         HostProcess(MODULE, ["--db", url, "--out", str(out), "--log", str(log)])
         for out, log in files
     ]
+
+    def completed() -> int:
+        return sum(p.progress.get("completed", 0) for p in procs)
+
     async with host_processes(procs):
         await start_hosts(procs)
         say(f"{hosts} hosts: ready; enqueueing {n}")
@@ -125,7 +129,6 @@ async def measure(url: str, hosts: int, n: int, timeout: float, log_dir: Path) -
             began = time.time()
             await start_many(client, FLOW.id, (Item(i=i) for i in range(n)))
             enqueue_s = time.time() - began
-            completed = lambda: sum(p.progress.get("completed", 0) for p in procs)  # noqa: E731
             await wait_until(
                 lambda: completed() >= n,
                 timeout,
