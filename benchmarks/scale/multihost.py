@@ -136,7 +136,7 @@ async def measure(url: str, hosts: int, n: int, timeout: float, log_dir: Path) -
                 lambda: f"{completed()}/{n} completed",
                 procs,
             )
-            wall = max(p.progress["last_at"] for p in procs) - began
+            wall = max(p.progress.get("last_at", 0.0) for p in procs) - began
             await verify_all_complete(url, client, n)
         for p in procs:
             await p.stop()
