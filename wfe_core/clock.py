@@ -17,11 +17,17 @@ class SyncedClock:
 
     Every time a provider learns the database time (each claim returns it) it calls
     :meth:`sync`; host wall-clock steps and skew never enter lease or timer arithmetic.
+
+    A reading taken over a slow round trip overestimates, and the next, faster one
+    corrects it downwards; :meth:`now_ms` never goes back meanwhile (it holds still until
+    the estimate catches up), so times this host stamps one after another keep their
+    order (step end times order a saga's compensations).
     """
 
     def __init__(self) -> None:
         self._base_db_ms: int | None = None
         self._base_mono_ns = 0
+        self._last_ms = 0
 
     def sync(self, db_now_ms: int) -> None:
         self._base_db_ms = db_now_ms
@@ -33,5 +39,8 @@ class SyncedClock:
 
     def now_ms(self) -> int:
         if self._base_db_ms is None:
-            return time.time_ns() // 1_000_000
-        return self._base_db_ms + (time.monotonic_ns() - self._base_mono_ns) // 1_000_000
+            estimate = time.time_ns() // 1_000_000
+        else:
+            estimate = self._base_db_ms + (time.monotonic_ns() - self._base_mono_ns) // 1_000_000
+        self._last_ms = max(self._last_ms, estimate)
+        return self._last_ms
