@@ -36,3 +36,9 @@ check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache wfe-demo.db* build
+
+# make bench: wfe vs DBOS side by side, results appended to benchmarks/RESULTS.md
+# (benchmarks/README.md); BENCH_ARGS adds runner options, e.g. BENCH_ARGS="--reps 5".
+.PHONY: bench
+bench: setup
+	$(BIN)/python -m benchmarks.run --results benchmarks/RESULTS.md $(BENCH_ARGS)

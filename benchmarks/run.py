@@ -35,7 +35,7 @@ DEFAULT_N = {
 SCALE_ARGS: dict[str, tuple[list[str], list[str]]] = {
     "backlog": ([], ["--sizes", "100,10000"]),
     "multihost": ([], ["--n", "400"]),
-    "memory": ([], []),
+    "memory": ([], ["--n", "1000"]),
 }
 
 

@@ -16,8 +16,6 @@ ALL = (*SIDE_BY_SIDE, "xact", "wake", *SCALE)
 POSTGRES_ONLY = ("xact", "wake", "multihost")
 WFE_ONLY = ("wake", *SCALE)
 
-RSS_KEYS = ("peak_rss_mb", "max_rss_mb", "rss_mb")
-
 
 def headline(workload: str, result: dict[str, Any]) -> float | None:
     """The one number of a run that the table shows (medians are taken over reps)."""
@@ -34,7 +32,11 @@ def headline(workload: str, result: dict[str, Any]) -> float | None:
         hosts = result.get("hosts", {}).values()
         return sum(h.get("never_executed", 0) for h in hosts)
     if workload == "memory":
-        return next((result[k] for k in RSS_KEYS if k in result), None)
+        # The peak: the largest RSS or high-water mark the script sampled.
+        sizes = [
+            v for k, v in result.items() if k.startswith(("rss_", "hwm_")) and k.endswith("_mb")
+        ]
+        return max(sizes, default=None)
     return None
 
 
