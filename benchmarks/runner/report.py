@@ -51,6 +51,8 @@ def _cell(workload: str, runs: list[Record] | None) -> str:
     if failed == len(runs):
         return "**error**"
     text = goals.fmt(workload, _median(runs))
+    if len(runs) == 1 and runs[0].result:
+        text += goals.detail(workload, runs[0].result)
     if workload == "xact":
         rollbacks = statistics.median(
             r.result["rollbacks_per_workflow"] for r in runs if r.error is None and r.result
@@ -116,7 +118,7 @@ def raw_values(records: list[Record]) -> str:
 def _extra(r: Record) -> str:
     if r.result and "p90_ms" in r.result:
         return f" (p90 {r.result['p90_ms']:.2f})"
-    return ""
+    return goals.detail(r.workload, r.result) if r.result else ""
 
 
 def errors(records: list[Record]) -> str:
