@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.runner import dbos_venv, goals, machine, report, subproc
@@ -39,7 +40,7 @@ SCALE_ARGS: dict[str, tuple[list[str], list[str]]] = {
 }
 
 
-def csv(choices: tuple[str, ...]):
+def csv(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
         names = [t.strip() for t in text.split(",") if t.strip()]
         unknown = [n for n in names if n not in choices]
@@ -88,10 +89,12 @@ class Runner:
         self.skipped: list[str] = []
 
     def n(self, workload: str) -> int:
-        n = dict(self.args.n).get(workload, DEFAULT_N[workload])
+        n: int = dict(self.args.n).get(workload, DEFAULT_N[workload])
         return max(10, n // 10) if self.args.quick and workload not in dict(self.args.n) else n
 
-    def command(self, engine: str, workload: str, url: str, n: int, warmup: int | None):
+    def command(
+        self, engine: str, workload: str, url: str, n: int, warmup: int | None
+    ) -> list[str]:
         head = (
             [sys.executable, "-m", "benchmarks.wfe_workloads"]
             if engine == "wfe"
@@ -127,7 +130,9 @@ class Runner:
     async def xact(self, engine: str, rep: int) -> None:
         """Commits and rollbacks per one-step workflow: the counters' growth over a
         run of N minus that of a run of none (start and stop only), over N."""
-        n, deltas, wall, logs = self.n("xact"), {}, 0.0, []
+        n, wall = self.n("xact"), 0.0
+        deltas: dict[int, tuple[int, int]] = {}
+        logs: list[str] = []
         for count in (n, 0):
             label = f"postgres-xact-{engine}-rep{rep}-n{count}"
             url = await self.pg.fresh()

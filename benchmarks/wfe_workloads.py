@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel
 
 from benchmarks.peers.harness import Engine, emit, parse_args, run
-from wfe import StepContext, WorkflowBuilder, WorkflowHost, WorkflowStatus
+from wfe import StepContext, WorkflowBuilder, WorkflowDefinition, WorkflowHost, WorkflowStatus
 
 DAG_WIDTH = 10
 
@@ -47,14 +48,14 @@ async def add_one(ctx: StepContext[Count]) -> None:
     ctx.data.n += 1
 
 
-def bump(field: str):
+def bump(field: str) -> Callable[[StepContext[Fan]], Awaitable[None]]:
     async def body(ctx: StepContext[Fan]) -> None:
         setattr(ctx.data, field, getattr(ctx.data, field) + 1)
 
     return body
 
 
-def dag10():
+def dag10() -> WorkflowDefinition:
     builder = WorkflowBuilder("dag10", version=1, data=Fan)
     for i in range(DAG_WIDTH):
         builder = builder.step(f"s{i}", bump(f"s{i}"))  # no depends_on: all run at once

@@ -33,7 +33,9 @@ class Engine:
     close: Callable[[], Awaitable[None]]
 
 
-def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None):
+def parse_args(
+    description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
+) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--workload", choices=WORKLOADS, required=True)
     parser.add_argument("--db", required=True, help="sqlite:///path or postgresql://…/db")

@@ -54,7 +54,7 @@ class Postgres:
         await admin.execute(f'DROP DATABASE IF EXISTS "{_checked(name)}" WITH (FORCE)')
 
     async def server_version(self) -> str:
-        return await (await self.admin()).fetchval("SHOW server_version")
+        return str(await (await self.admin()).fetchval("SHOW server_version"))
 
     async def xact_counts(self, name: str = RUN_DB) -> tuple[int, int]:
         """(xact_commit, xact_rollback) of database ``name``, read afresh."""
@@ -68,7 +68,9 @@ class Postgres:
             )
         return (row["xact_commit"], row["xact_rollback"]) if row else (0, 0)
 
-    async def settled_xact_counts(self, name: str = RUN_DB, timeout: float = 15.0):
+    async def settled_xact_counts(
+        self, name: str = RUN_DB, timeout: float = 15.0
+    ) -> tuple[int, int]:
         """The counters once they stop moving: backends flush their statistics when
         they exit, and a flush can land a moment after the process that owned them is
         gone, so read every second until two reads agree."""

@@ -30,7 +30,7 @@ def headline(workload: str, result: dict[str, Any]) -> float | None:
         return min(ratio.values()) if isinstance(ratio, dict) else ratio
     if workload == "multihost":
         hosts = result.get("hosts", {}).values()
-        return sum(h.get("never_executed", 0) for h in hosts)
+        return float(sum(h.get("never_executed", 0) for h in hosts))
     if workload == "memory":
         # The peak: the largest RSS or high-water mark the script sampled.
         sizes = [

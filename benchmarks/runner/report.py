@@ -61,7 +61,9 @@ def _cell(workload: str, runs: list[Record] | None) -> str:
     return text + (f" (**{failed} of {len(runs)} runs: error**)" if failed else "")
 
 
-def _met(workload: str, backend: str, wfe: list[Record], value: float | None, r: float | None):
+def _met(
+    workload: str, backend: str, wfe: list[Record], value: float | None, r: float | None
+) -> tuple[str, str]:
     goal = goals.goal(workload, backend)
     if goal is None:
         return "", ""
