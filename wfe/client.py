@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -18,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from wfe import backends
+from wfe.completion import CompletionWatcher
 from wfe.instance import StepInstance, WorkflowInstance
 from wfe_core import events as ev
 from wfe_core.errors import DefinitionNotFound, InvalidData, NotFound
@@ -74,6 +74,7 @@ class WorkflowClient:
         self._data_types = data_types
         self._lifecycle: LifecyclePublisher = lifecycle or _NoEvents()
         self._max_payload = max_payload_bytes
+        self._completions = CompletionWatcher(backend.persistence)
 
     @classmethod
     def from_url(cls, url: str, *, auto_migrate: bool = True) -> WorkflowClient:
@@ -103,6 +104,7 @@ class WorkflowClient:
 
     async def close(self) -> None:
         if self._owns_backend:
+            await self._completions.close()
             await self.backend.close()
 
     # -- starting ----------------------------------------------------------------------
@@ -251,20 +253,18 @@ class WorkflowClient:
             TimeoutError: it is still unfinished after ``timeout`` seconds.
             NotFound: no such workflow.
         """
+        await self.ready()
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
-        deadline = time.monotonic() + seconds
-        delay = 0.005
-        while True:
+        try:
+            record = await self._completions.wait(_checked_id(workflow_id), seconds)
+        except TimeoutError:
             instance = await self.get_workflow(workflow_id, data_type=data_type)
             if instance.status in FINISHED_STATUSES:
-                return instance
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(
-                    f"workflow {workflow_id} is still {instance.status.value} after {seconds:g}s"
-                )
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.25)
+                return instance  # it finished as the time ran out
+            raise TimeoutError(
+                f"workflow {workflow_id} is still {instance.status.value} after {seconds:g}s"
+            ) from None
+        return self._instance(record, data_type)
 
     # -- steering ----------------------------------------------------------------------
 

@@ -129,7 +129,6 @@ class WorkflowHost(WorkflowClient):
         self._cleanup_ttl = cleanup_ttl
         self._cleanup_interval = cleanup_interval
         self._cleanup_task: asyncio.Task[None] | None = None
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._state: HostState = "new"
         self._pending_saves: list[asyncio.Task[None]] = []
         self._not_starting = asyncio.Event()  # clear while start() runs
@@ -446,35 +445,6 @@ class WorkflowHost(WorkflowClient):
             idempotency_key=idempotency_key,
         )
 
-    async def wait_for_completion(  # type: ignore[override]
-        self, workflow_id: str, timeout: float | timedelta = 30.0
-    ) -> WorkflowInstance:
-        """Wait until the workflow is COMPLETE, FAILED or TERMINATED; ``TimeoutError``
-        otherwise. Wakes at once when this host finishes it; polls for other hosts."""
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
-        deadline = asyncio.get_running_loop().time() + seconds
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiters = self._waiters.setdefault(workflow_id, [])
-        waiters.append(future)  # registered before the first read: no missed completion
-        try:
-            while True:
-                instance = await self.get_workflow(workflow_id)
-                if instance.status.finished:
-                    return instance
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"workflow {workflow_id} is still "
-                        f"{instance.status.value} after {seconds:g}s"
-                    )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(future), min(remaining, 0.25))
-        finally:
-            if future in self._waiters.get(workflow_id, []):
-                self._waiters[workflow_id].remove(future)
-            if not self._waiters.get(workflow_id):
-                self._waiters.pop(workflow_id, None)
-
     # -- internals ---------------------------------------------------------------------
 
     async def _resolve_start(
@@ -520,9 +490,7 @@ class WorkflowHost(WorkflowClient):
             self._saved_sources.add(source.digest)
 
     def _finished(self, workflow_id: str) -> None:
-        for future in self._waiters.pop(workflow_id, []):
-            if not future.done():
-                future.set_result(None)
+        self._completions.finished([workflow_id])
 
     async def _cleanup(self, ttl: timedelta) -> None:
         lock: LockProvider = self.backend.lock

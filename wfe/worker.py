@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from wfe.owners import owner_name
 from wfe_core.errors import LeaseLost, ProviderError
 from wfe_core.executor.run import Resolver, RunServices, WorkflowRun
-from wfe_core.models import Claim
+from wfe_core.models import Claim, WorkflowState
 from wfe_core.ports import Backend
 
 log = logging.getLogger("wfe.host")
@@ -66,6 +66,7 @@ class Worker:
         self._renewer: asyncio.Task[None] | None = None
         self._claiming = False
         self._timers: list[asyncio.TimerHandle] = []
+        self._states: dict[str, WorkflowState] = {}  # loaded with the last claim batch
         self._suspect: str | None = None  # a recovered workflow running alone
         self._draining = False  # waiting for runs to finish so a suspect can run alone
         self._deadline: float | None = None  # loop time when a stop cancels what runs
@@ -210,12 +211,26 @@ class Worker:
 
     async def _claim(self) -> list[Claim]:
         try:
-            return await self.backend.queue.claim(
+            claims = await self.backend.queue.claim(
                 self.owner, self._batch_size(), self.options.lease, self.eligible()
             )
         except ProviderError as exc:
             log.warning("claiming failed, retrying after the poll interval: %s", exc)
             return []
+        await self._load(claims)
+        return claims
+
+    async def _load(self, claims: list[Claim]) -> None:
+        """Read the claimed workflows in one batch, instead of one read per run."""
+        self._states = {}
+        if not claims:
+            return
+        try:
+            self._states = await self.backend.persistence.load_states(claims)
+        except ProviderError as exc:
+            log.debug(
+                "batch load of %d claims failed; each run reads its own: %s", len(claims), exc
+            )
 
     async def _dispatch(self, claims: list[Claim]) -> None:
         """Run the claims; a suspect (its last host died holding it) runs alone.
@@ -252,7 +267,10 @@ class Worker:
         self._spawn(keep)
 
     def _spawn(self, claim: Claim) -> None:
-        run = WorkflowRun(claim, self.resolve, self.services)
+        # A claim missing from the batch was lost meanwhile: its run finds out itself.
+        run = WorkflowRun(
+            claim, self.resolve, self.services, self._states.pop(claim.workflow_id, None)
+        )
         task = asyncio.create_task(self._execute(run), name=f"wfe-run-{claim.workflow_id}")
         self.runs[claim.workflow_id] = (run, task)
         self._alive.add(task)
@@ -340,6 +358,11 @@ class Worker:
     def _abandon(self, claim: Claim) -> None:
         entry = self.runs.get(claim.workflow_id)
         if entry is None or entry[0].claim.token != claim.token:
+            return
+        if entry[0].released or entry[0].committing:
+            # Our own commit gave the lease up (the renewal found it free), or one is
+            # being written and will find out for itself: not a loss. Had another host
+            # taken the workflow, the next renewal would still see it.
             return
         log.warning("lease lost, abandoning workflow %s (token %d)", claim.workflow_id, claim.token)
         entry[0].released = True  # nothing to release: the lease is not ours any more

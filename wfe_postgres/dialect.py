@@ -41,6 +41,7 @@ from typing import Any
 import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -191,6 +192,7 @@ class PostgresDialect(OnConflictInserts):
     def __init__(self, url: str | URL) -> None:
         self.url, self.options = normalize_url(url)
         self.supports_notify = self.options.listen
+        self.pool_capacity = self.options.pool_size
         # Sent as the payload of our notifications: our own listener ignores them, as
         # the providers wake this process directly after each notifying commit.
         self._sender = uuid.uuid4().hex
@@ -227,6 +229,12 @@ class PostgresDialect(OnConflictInserts):
     def now_ms(self) -> sa.ColumnElement[int]:
         """``statement_timestamp()`` as epoch milliseconds (fixed within one statement)."""
         return sa.literal_column(_NOW_MS, type_=sa.BigInteger)
+
+    def in_values(
+        self, column: sa.ColumnElement[str], values: Sequence[str]
+    ) -> sa.ColumnElement[bool]:
+        """``column = ANY(:array)``."""
+        return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(sa.Text)))
 
     async def lock_event_keys(self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
         """``pg_advisory_xact_lock`` per (event name, key), released at commit."""

@@ -13,6 +13,7 @@ run inserted or being refused because that run released the lease.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,8 @@ from wfe_core.errors import LeaseLost, ProviderError
 from wfe_core.models import (
     FINISHED_STATUSES,
     Claim,
+    EventSubscription,
+    ExecutionPointer,
     StepCommit,
     WorkflowState,
     WorkflowStatus,
@@ -30,7 +33,7 @@ from wfe_core.models import (
 from wfe_sql import children, rows
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.events import keep_due_for_events
-from wfe_sql.schema import deliveries, errors, subscriptions, workflows
+from wfe_sql.schema import deliveries, errors, pointers, subscriptions, workflows
 from wfe_sql.workflows import (
     insert_pointers,
     next_pointer_position,
@@ -66,6 +69,43 @@ async def load_state(conn: AsyncConnection, claim: Claim) -> WorkflowState:
             ).mappings()
         ],
     )
+
+
+async def load_states(
+    conn: AsyncConnection, dialect: SqlDialect, claims: Sequence[Claim]
+) -> dict[str, WorkflowState]:
+    """:func:`load_state` of many claims at once; stale claims are left out."""
+    held = {c.workflow_id: c for c in claims}
+    ids = list(held)
+    stmt = sa.select(workflows).where(dialect.in_values(workflows.c.id, ids))
+    records = {}
+    for row in (await conn.execute(stmt)).mappings():
+        claim = held[row["id"]]
+        if (row["lease_owner"], row["lease_token"]) == (claim.owner, claim.token):
+            records[claim.workflow_id] = rows.workflow_record(row)
+    if not records:
+        return {}
+    kept = list(records)
+    found_pointers: dict[str, list[ExecutionPointer]] = {i: [] for i in kept}
+    pointer_rows = await conn.execute(
+        sa.select(pointers.c.workflow_id, pointers.c.body)
+        .where(dialect.in_values(pointers.c.workflow_id, kept))
+        .order_by(pointers.c.workflow_id, pointers.c.position)
+    )
+    for workflow_id, body in pointer_rows:
+        found_pointers[workflow_id].append(rows.pointer(body))
+    found_subs: dict[str, list[EventSubscription]] = {i: [] for i in kept}
+    sub_rows = await conn.execute(
+        sa.select(subscriptions)
+        .where(dialect.in_values(subscriptions.c.workflow_id, kept))
+        .order_by(subscriptions.c.as_of, subscriptions.c.id)
+    )
+    for sub in sub_rows.mappings():
+        found_subs[sub["workflow_id"]].append(rows.subscription(sub))
+    return {
+        i: WorkflowState(record=r, pointers=found_pointers[i], subscriptions=found_subs[i])
+        for i, r in records.items()
+    }
 
 
 @dataclass(frozen=True)

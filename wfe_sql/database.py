@@ -46,6 +46,7 @@ from tenacity import (
 from wfe_core.clock import SyncedClock
 from wfe_core.errors import ProviderError
 from wfe_sql.dialect import Listener, SqlDialect
+from wfe_sql.gate import PriorityGate
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +139,9 @@ class Database:
         self.clock = SyncedClock()
         self.signal = WorkSignal()
         self.retry = retry or RetryPolicy()
+        # Callers beyond the pool's capacity queue here, without a time limit, rather
+        # than in the pool, whose checkout times out (pool_timeout) under a burst.
+        self._connections = PriorityGate(dialect.pool_capacity)
         self._listener: Listener | None = None
         self._listening = False
         self._closed = False
@@ -151,7 +155,8 @@ class Database:
 
         async def attempt() -> T:
             with translate_errors(self.dialect, what):
-                return await uncancellable(self._transaction(work, write=False))
+                async with self._connections.hold():
+                    return await uncancellable(self._transaction(work, write=False))
 
         return await self._retrying(what, attempt)
 
@@ -189,7 +194,10 @@ class Database:
         async def attempt() -> T:
             attempts.next_try()
             with translate_errors(self.dialect, what):
-                async with self.dialect.write_guard(urgent=urgent):
+                async with (
+                    self.dialect.write_guard(urgent=urgent),
+                    self._connections.hold(urgent=urgent),
+                ):
                     return await uncancellable(
                         self._transaction(work, write=True, attempts=attempts, reconcile=reconcile)
                     )

@@ -34,12 +34,24 @@ class SqlDialect(Protocol):
     migration_batch_mode: bool
     """True when Alembic must rebuild tables to alter them (``render_as_batch``)."""
 
+    pool_capacity: int
+    """How many transactions may hold a connection at once; more wait their turn in
+    :class:`wfe_sql.database.Database`. The pool's size: overflow connections are
+    closed when handed back, and reopening them under a steady load costs more (a
+    thread and the pragmas per SQLite connection, a login per PostgreSQL one) than
+    waiting for a pooled one."""
+
     def create_engine(self) -> AsyncEngine:
         """Build the engine with its connection set-up (pragmas, session settings)."""
         ...
 
     def now_ms(self) -> ColumnElement[int]:
         """An SQL expression for the database clock in epoch milliseconds."""
+        ...
+
+    def in_values(self, column: ColumnElement[str], values: Sequence[str]) -> ColumnElement[bool]:
+        """``column IN (values)`` sent as one parameter (an array, a JSON list), so the
+        statement is compiled once whatever the number of values."""
         ...
 
     def insert_ignore(self, table: Table, values: Mapping[str, Any]) -> Insert:

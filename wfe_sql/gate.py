@@ -1,8 +1,12 @@
-"""A first-come lock for writers in which urgent writers jump the queue.
+"""A first-come semaphore in which urgent holders jump the queue.
 
-Lease renewals and releases are urgent: if they waited behind a host's own backlog of
-step commits, a healthy, busy host would lose its leases and other hosts would run its
-steps again. Waiters are served strictly in order within each class.
+Two uses. SQLite's single writer per process: lease renewals and releases are urgent,
+since if they waited behind a host's own backlog of step commits, a healthy, busy host
+would lose its leases and other hosts would run its steps again. And the connections of
+a pool: thousands of concurrent calls (``asyncio.gather`` of starts) queue here, in
+order and without a time limit, instead of timing out inside the pool, and lease upkeep
+still gets the next free connection. Waiters are served strictly in order within each
+class.
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 
-class WriterGate:
-    """One holder at a time; waiting urgent writers go before waiting ordinary ones."""
+class PriorityGate:
+    """Up to ``capacity`` holders; waiting urgent holders go before ordinary ones."""
 
-    def __init__(self) -> None:
-        self._held = False
+    def __init__(self, capacity: int = 1) -> None:
+        if capacity < 1:
+            raise ValueError(f"a gate needs a capacity of at least 1, not {capacity}")
+        self.capacity = capacity
+        self._held = 0
         self._urgent: deque[asyncio.Future[None]] = deque()
         self._ordinary: deque[asyncio.Future[None]] = deque()
 
@@ -30,8 +37,8 @@ class WriterGate:
             self._release()
 
     async def _acquire(self, urgent: bool) -> None:
-        if not self._held and not self._urgent and not self._ordinary:
-            self._held = True
+        if self._held < self.capacity and not self._urgent and not self._ordinary:
+            self._held += 1
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue = self._urgent if urgent else self._ordinary
@@ -50,10 +57,15 @@ class WriterGate:
             while queue:
                 waiter = queue.popleft()
                 if not waiter.done():
-                    waiter.set_result(None)  # ownership passes on; _held stays True
+                    waiter.set_result(None)  # the place passes on; _held stays the same
                     return
-        self._held = False
+        self._held -= 1
 
     @property
     def locked(self) -> bool:
+        """Whether every place is taken."""
+        return self._held >= self.capacity
+
+    @property
+    def held(self) -> int:
         return self._held

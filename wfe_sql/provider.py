@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -33,6 +34,10 @@ from wfe_sql.dialect import SqlDialect
 from wfe_sql.locks import SqlLock
 from wfe_sql.queue import SqlQueue
 from wfe_sql.search import SqlSearchIndex
+
+ID_CHUNK = 500
+"""Ids per statement in batched reads (SQLite allows 32,766 parameters; PostgreSQL
+65,535; smaller chunks keep each read short)."""
 
 
 class SqlPersistence(PersistenceProvider):
@@ -122,6 +127,24 @@ class SqlPersistence(PersistenceProvider):
             raise NotFound(workflow_id)
         return record
 
+    async def get_workflows(
+        self, workflow_ids: Sequence[str], *, finished_only: bool = False
+    ) -> list[WorkflowRecord]:
+        """The records of those ids that exist (finished ones only, if asked); one read
+        per chunk of ids, so that a statement's parameters stay few."""
+        ids = list(dict.fromkeys(workflow_ids))
+        found: list[WorkflowRecord] = []
+        for start in range(0, len(ids), ID_CHUNK):
+            chunk = ids[start : start + ID_CHUNK]
+
+            async def work(conn: AsyncConnection, chunk: list[str] = chunk) -> list[WorkflowRecord]:
+                return await workflows.select_workflows_by_id(
+                    conn, self._dialect, chunk, finished_only=finished_only
+                )
+
+            found += await self._db.read(f"read {len(chunk)} workflows", work)
+        return found
+
     async def list_workflows(self, query: WorkflowQuery) -> list[WorkflowRecord]:
         """Records matching the filters, newest first."""
         return await self._db.read(
@@ -142,6 +165,16 @@ class SqlPersistence(PersistenceProvider):
         """Load a claimed workflow; ``LeaseLost`` if the claim's token is stale."""
         return await self._db.read(
             f"load workflow {claim.workflow_id}", lambda conn: commits.load_state(conn, claim)
+        )
+
+    async def load_states(self, claims: Sequence[Claim]) -> dict[str, WorkflowState]:
+        """The states of the claims still held, in one read (three statements for the
+        batch, not per workflow); keyed by workflow id."""
+        if not claims:
+            return {}
+        return await self._db.read(
+            f"load {len(claims)} claimed workflows",
+            lambda conn: commits.load_states(conn, self._dialect, claims),
         )
 
     async def commit(self, commit: StepCommit) -> WorkflowStatus:

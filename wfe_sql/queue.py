@@ -105,32 +105,46 @@ async def claim_due(
     ]
 
 
-async def renew_lease(
-    conn: AsyncConnection, dialect: SqlDialect, claim: Claim, lease_ms: int
-) -> Claim | None:
-    """Push a held lease's expiry to now + lease; ``None`` if the claim is stale."""
+async def renew_leases(
+    conn: AsyncConnection, dialect: SqlDialect, claims: Sequence[Claim], lease_ms: int
+) -> list[Claim]:
+    """Push the expiry of held leases to now + lease, one statement per owner; returns
+    the renewed claims (a stale one is left out)."""
     now = dialect.now_ms()
-    stmt = (
-        sa.update(workflows)
-        .where(
-            workflows.c.id == claim.workflow_id,
-            workflows.c.lease_owner == claim.owner,
-            workflows.c.lease_token == claim.token,
+    by_owner: dict[str, dict[str, Claim]] = {}
+    for claim in claims:
+        by_owner.setdefault(claim.owner, {})[claim.workflow_id] = claim
+    renewed = []
+    for owner, held in by_owner.items():
+        stmt = (
+            sa.update(workflows)
+            .where(workflows.c.lease_owner == owner, dialect.in_values(workflows.c.id, list(held)))
+            .values(lease_expires_at=now + lease_ms)
+            .returning(
+                workflows.c.id,
+                workflows.c.lease_token,
+                workflows.c.lease_expires_at,
+                workflows.c.recoveries,
+                now.label("db_now"),
+            )
         )
-        .values(lease_expires_at=now + lease_ms)
-        .returning(workflows.c.lease_expires_at, workflows.c.recoveries, now.label("db_now"))
-    )
-    row = (await conn.execute(stmt)).first()
-    if row is None:
-        return None
-    return Claim(
-        workflow_id=claim.workflow_id,
-        owner=claim.owner,
-        token=claim.token,
-        expires_at=row.lease_expires_at,
-        db_now=row.db_now,
-        recoveries=row.recoveries,
-    )
+        for row in await conn.execute(stmt):
+            claim = held[row.id]
+            # The same owner under a newer token is a later claim of ours: this one is
+            # stale (extending the row is harmless: we do hold it).
+            if row.lease_token != claim.token:
+                continue
+            renewed.append(
+                Claim(
+                    workflow_id=claim.workflow_id,
+                    owner=owner,
+                    token=claim.token,
+                    expires_at=row.lease_expires_at,
+                    db_now=row.db_now,
+                    recoveries=row.recoveries,
+                )
+            )
+    return renewed
 
 
 async def release_lease(conn: AsyncConnection, dialect: SqlDialect, claim: Claim) -> int | None:
@@ -182,11 +196,7 @@ class SqlQueue(QueueProvider):
 
         async def work(conn: AsyncConnection) -> list[Claim]:
             started = time.monotonic_ns()
-            renewed = [
-                fresh
-                for claim in claims
-                if (fresh := await renew_lease(conn, dialect, claim, lease_ms)) is not None
-            ]
+            renewed = await renew_leases(conn, dialect, claims, lease_ms)
             if renewed:
                 self._db.observe_time(renewed[0].db_now, started)
             return renewed

@@ -56,6 +56,20 @@ async def select_workflow(conn: AsyncConnection, workflow_id: str) -> WorkflowRe
     return None if row is None else rows.workflow_record(row)
 
 
+async def select_workflows_by_id(
+    conn: AsyncConnection,
+    dialect: SqlDialect,
+    workflow_ids: Sequence[str],
+    *,
+    finished_only: bool,
+) -> list[WorkflowRecord]:
+    """The workflows with these ids (only finished ones when ``finished_only``)."""
+    stmt = sa.select(workflows).where(dialect.in_values(workflows.c.id, workflow_ids))
+    if finished_only:
+        stmt = stmt.where(workflows.c.status.in_([s.value for s in FINISHED_STATUSES]))
+    return [rows.workflow_record(row) for row in (await conn.execute(stmt)).mappings()]
+
+
 async def select_workflow_by_key(conn: AsyncConnection, key: str) -> WorkflowRecord | None:
     """The workflow created with this idempotency key; uses ux_wfe_workflows_idempotency_key."""
     stmt = sa.select(workflows).where(workflows.c.idempotency_key == key)

@@ -8,11 +8,13 @@ Choices (see RELIABILITY.md §5):
   (SQLAlchemy's documented recipe for pysqlite/aiosqlite). A write transaction thus
   holds the write lock from its first statement: a read-then-write never has to
   upgrade a lock, which SQLite would refuse with an instant SQLITE_BUSY.
-* **One writer per process.** A :class:`~wfe_sql.writer_gate.WriterGate` serialises
-  this process's write transactions (lease upkeep first); across processes
-  ``busy_timeout`` (30 s) makes ``BEGIN IMMEDIATE`` wait for the lock, and a short
-  retry covers the SQLITE_BUSY that SQLite returns without waiting (e.g. during WAL
-  recovery).
+* **One writer per process.** A :class:`~wfe_sql.gate.PriorityGate` serialises
+  this process's write transactions (lease upkeep first).
+* **Connections are driven on the event loop's thread**
+  (:mod:`wfe_sqlite.inline_driver`), not through aiosqlite's thread hand-overs, which
+  cost far more than the SQLite calls. So no call may sleep in SQLite: ``busy_timeout``
+  is 0, and :meth:`SqliteDialect.begin` waits for another process's write lock with
+  asyncio sleeps, for up to ``busy_timeout_ms`` (30 s) before SQLITE_BUSY.
 * **WAL, synchronous=NORMAL.** Readers and the writer do not block each other. With
   NORMAL a committed transaction survives a crash or ``kill -9`` of the process but
   may be lost on an OS crash or power loss; add ``?synchronous=FULL`` to the URL to
@@ -23,6 +25,7 @@ Choices (see RELIABILITY.md §5):
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -39,22 +42,28 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry
 from tenacity import (
     AsyncRetrying,
-    before_sleep_log,
     retry_if_exception,
-    stop_after_attempt,
+    stop_after_delay,
     wait_exponential,
+    wait_random,
 )
 
 from wfe_core.errors import ProviderError
 from wfe_sql.dialect import Listener
+from wfe_sql.gate import PriorityGate
 from wfe_sql.on_conflict import OnConflictInserts
-from wfe_sql.writer_gate import WriterGate
+from wfe_sqlite.inline_driver import inline_connector
 
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
-"""How long a connection waits for another process's write lock before SQLITE_BUSY
-(by default; tests shorten it)."""
+"""How long a write transaction waits for another process's write lock before
+SQLITE_BUSY (by default; tests shorten it)."""
+
+_BUSY_FIRST_WAIT = 0.001
+_BUSY_MAX_WAIT = 0.025
+"""Sleeps between tries of ``BEGIN IMMEDIATE`` while another process writes: short, as
+write transactions are (SQLite's own busy handler sleeps from 1 to 100 ms)."""
 
 SYNCHRONOUS_LEVELS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 
@@ -122,26 +131,33 @@ class SqliteDialect(OnConflictInserts):
         self.busy_timeout_ms = int(busy_timeout_ms)
         self._pool_size = pool_size
         self._max_overflow = max_overflow
-        self._write_gate = WriterGate()
+        self.pool_capacity = pool_size
+        self._write_gate = PriorityGate()
 
     def create_engine(self) -> AsyncEngine:
         """An aiosqlite engine whose connections get our pragmas and BEGIN handling."""
         engine = create_async_engine(
-            self.url, pool_size=self._pool_size, max_overflow=self._max_overflow
+            self.url,
+            pool_size=self._pool_size,
+            max_overflow=self._max_overflow,
+            async_creator=inline_connector(self.url.database or ""),
         )
         sa_event.listen(engine.sync_engine, "connect", self._on_connect)
         sa_event.listen(engine.sync_engine, "begin", _on_begin)
         return engine
 
     def _on_connect(self, dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-        # Driver autocommit: the driver never emits BEGIN; _on_begin does.
-        dbapi_connection.isolation_level = None
+        # Driver autocommit (inline_connector opens them so): the driver never emits
+        # BEGIN; _on_begin does.
+        assert dbapi_connection.isolation_level is None
         cursor = dbapi_connection.cursor()
         try:
-            # busy_timeout first, so that switching a new file to WAL waits its turn.
+            # Switching a new file to WAL waits its turn behind another process doing
+            # the same (once per file, at start); nothing else may wait inside SQLite.
             cursor.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
             cursor.execute("PRAGMA journal_mode = WAL")
             row = cursor.fetchone()
+            cursor.execute("PRAGMA busy_timeout = 0")
             mode = str(row[0]).lower() if row else "unknown"
             if mode != "wal":
                 raise ProviderError(
@@ -156,6 +172,13 @@ class SqliteDialect(OnConflictInserts):
         """``julianday('now')`` as epoch milliseconds (fixed within one statement)."""
         return sa.literal_column(_NOW_MS, type_=sa.BigInteger)
 
+    def in_values(
+        self, column: sa.ColumnElement[str], values: Sequence[str]
+    ) -> sa.ColumnElement[bool]:
+        """``column IN (SELECT value FROM json_each(:list))``."""
+        listed = sa.func.json_each(json.dumps(list(values))).table_valued("value")
+        return column.in_(sa.select(listed.c.value))
+
     async def lock_event_keys(self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
         """Nothing to do: write transactions already run one at a time."""
 
@@ -168,16 +191,17 @@ class SqliteDialect(OnConflictInserts):
         return self._write_gate.hold(urgent=urgent)
 
     async def begin(self, conn: AsyncConnection, *, write: bool) -> None:
-        """``BEGIN`` for reads; ``BEGIN IMMEDIATE`` for writes, retried on SQLITE_BUSY."""
+        """``BEGIN`` for reads; ``BEGIN IMMEDIATE`` for writes, tried again (asyncio
+        sleeps) while another process holds the write lock, up to ``busy_timeout_ms``."""
         if not write:
             await conn.begin()
             return
         await conn.execution_options(**{_WRITE_OPTION: True})
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_busy),
-            stop=stop_after_attempt(5),
-            wait=wait_exponential(multiplier=0.05, max=1.0),
-            before_sleep=before_sleep_log(logger, logging.DEBUG),
+            stop=stop_after_delay(self.busy_timeout_ms / 1000),
+            wait=wait_exponential(multiplier=_BUSY_FIRST_WAIT, max=_BUSY_MAX_WAIT)
+            + wait_random(0, _BUSY_FIRST_WAIT),
             reraise=True,
         )
         async for attempt in retrying:

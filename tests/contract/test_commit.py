@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import pytest
@@ -342,3 +343,23 @@ async def test_purge_deletes_events_no_unfinished_workflow_can_receive(backend: 
     await store.commit(commit_for(claim, new_subscriptions=[sub]))
     found = await store.find_events(record.id, [sub])
     assert found[sub.id].id == reachable.id
+
+
+async def test_load_states_reads_a_batch_of_claims_and_leaves_stale_ones_out(
+    backend: Backend,
+) -> None:
+    store = backend.persistence
+    records = [await create(backend, pointers=[pointer(new_id("p-"), 0)]) for _ in range(3)]
+    claims = await backend.queue.claim("host-a", 10, 60, ELIGIBLE)
+    assert {c.workflow_id for c in claims} == {r.id for r in records}
+    sub = subscription(claims[0].workflow_id)
+    await store.commit(commit_for(claims[0], new_subscriptions=[sub]))
+    stale = dataclasses.replace(claims[1], token=claims[1].token + 5)
+
+    states = await store.load_states([claims[0], stale, claims[2]])
+
+    assert set(states) == {claims[0].workflow_id, claims[2].workflow_id}
+    for claim in (claims[0], claims[2]):
+        assert states[claim.workflow_id] == await store.load_state(claim)
+    assert states[claims[0].workflow_id].subscriptions == [sub]
+    assert await store.load_states([]) == {}

@@ -190,3 +190,21 @@ async def test_a_wake_before_the_wait_is_not_lost_and_is_consumed(backend: Backe
 async def test_wait_for_work_returns_after_its_timeout(backend: Backend) -> None:
     await backend.queue.wait_for_work(0.01)  # consume wake-ups from set-up, if any
     await asyncio.wait_for(backend.queue.wait_for_work(0.05), timeout=10)
+
+
+async def test_renew_refuses_an_older_claim_of_the_same_owner_and_takes_many_owners(
+    backend: Backend,
+) -> None:
+    first = await create(backend)
+    old = await claim_only(backend, first.id, "host-a")
+    await backend.queue.release(old)
+    newer = await claim_only(backend, first.id, "host-a")
+    other = await create(backend)
+    theirs = await claim_only(backend, other.id, "host-b")
+
+    renewed = await backend.queue.renew([old, theirs], LONG_LEASE)
+    assert [(c.workflow_id, c.owner, c.token) for c in renewed] == [
+        (other.id, "host-b", theirs.token)
+    ]
+    again = await backend.queue.renew([newer], LONG_LEASE)
+    assert [(c.workflow_id, c.token) for c in again] == [(first.id, newer.token)]

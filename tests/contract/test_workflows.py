@@ -182,3 +182,31 @@ async def test_unknown_definitions_raise_definition_not_found(backend: Backend) 
     with pytest.raises(DefinitionNotFound) as caught:
         await store.get_definition("orders", 2)
     assert (caught.value.definition_id, caught.value.version) == ("orders", 2)
+
+
+async def test_get_workflows_reads_many_ids_at_once_and_skips_unknown_ones(
+    backend: Backend,
+) -> None:
+    store = backend.persistence
+    running = await create(backend)
+    done = await create(backend)
+    await store.set_status(
+        done.id, "terminate", frozenset({WorkflowStatus.RUNNABLE}), WorkflowStatus.TERMINATED
+    )
+    many = [await create(backend) for _ in range(3)]
+    asked = [running.id, done.id, *UNKNOWN_IDS, done.id, *(r.id for r in many)]
+
+    found = {r.id: r for r in await store.get_workflows(asked)}
+    assert set(found) == {running.id, done.id, *(r.id for r in many)}
+    assert plain(found[running.id]) == plain(await store.get_workflow(running.id))
+    assert found[done.id].status is WorkflowStatus.TERMINATED
+
+    finished = await store.get_workflows(asked, finished_only=True)
+    assert [r.id for r in finished] == [done.id]
+    assert await store.get_workflows([]) == []
+
+
+async def test_get_workflows_reads_more_ids_than_one_statement_takes(backend: Backend) -> None:
+    made = {(await create(backend)).id for _ in range(3)}
+    asked = [new_id("missing") for _ in range(1200)] + sorted(made)
+    assert {r.id for r in await backend.persistence.get_workflows(asked)} == made

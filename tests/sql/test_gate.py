@@ -1,12 +1,12 @@
-"""The per-process writer gate: one holder, urgent writers first, cancellation-safe."""
+"""The priority gate: a bounded number of holders, urgent ones first, cancellation-safe."""
 
 import asyncio
 
-from wfe_sql.writer_gate import WriterGate
+from wfe_sql.gate import PriorityGate
 
 
 async def test_urgent_waiters_go_before_ordinary_ones_and_order_is_kept() -> None:
-    gate, order = WriterGate(), []
+    gate, order = PriorityGate(), []
 
     async def writer(name: str, urgent: bool) -> None:
         async with gate.hold(urgent=urgent):
@@ -25,7 +25,7 @@ async def test_urgent_waiters_go_before_ordinary_ones_and_order_is_kept() -> Non
 
 
 async def test_cancelled_waiters_never_leak_the_gate() -> None:
-    gate = WriterGate()
+    gate = PriorityGate()
     for _ in range(50):
         async with gate.hold():
             waiters = [
@@ -41,3 +41,36 @@ async def test_cancelled_waiters_never_leak_the_gate() -> None:
                 continue
             gate._release()  # the waiter got the gate: give it back as its exit would
         assert not gate.locked
+
+
+async def test_a_gate_admits_up_to_its_capacity_and_queues_the_rest_in_order() -> None:
+    gate, running, order = PriorityGate(3), [], []
+    peak = 0
+    release = asyncio.Event()
+
+    async def holder(name: str, urgent: bool = False) -> None:
+        nonlocal peak
+        async with gate.hold(urgent=urgent):
+            running.append(name)
+            peak = max(peak, len(running))
+            order.append(name)
+            await release.wait()
+            running.remove(name)
+
+    tasks = [asyncio.create_task(holder(f"o{i}")) for i in range(6)]
+    await asyncio.sleep(0.01)
+    tasks.append(asyncio.create_task(holder("urgent", urgent=True)))
+    await asyncio.sleep(0.01)
+    assert order == ["o0", "o1", "o2"] and gate.locked
+    release.set()
+    await asyncio.gather(*tasks)
+    assert peak == 3
+    assert order == ["o0", "o1", "o2", "urgent", "o3", "o4", "o5"]
+    assert gate.held == 0
+
+
+def test_a_gate_without_room_is_refused() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="capacity of at least 1"):
+        PriorityGate(0)

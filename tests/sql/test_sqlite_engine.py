@@ -20,7 +20,7 @@ from wfe_core.ports.backend import Backend
 from wfe_sql.database import Database, RetryPolicy
 from wfe_sql.provider import open_sql_backend
 from wfe_sqlite import open_backend
-from wfe_sqlite.dialect import BUSY_TIMEOUT_MS, SqliteDialect, normalize_url, sqlite_error_code
+from wfe_sqlite.dialect import SqliteDialect, normalize_url, sqlite_error_code
 
 from .conftest import database_of
 from .support import ELIGIBLE, new_workflow
@@ -35,12 +35,13 @@ async def pragma(db: Database, name: str) -> Any:
     return await db.read(f"read {name}", read)
 
 
-async def test_connections_use_wal_busy_timeout_and_synchronous_normal(
+async def test_connections_use_wal_no_busy_wait_inside_sqlite_and_synchronous_normal(
     sqlite_backend: Backend, db_path: Path
 ) -> None:
     db = database_of(sqlite_backend)
     assert await pragma(db, "journal_mode") == "wal"
-    assert await pragma(db, "busy_timeout") == BUSY_TIMEOUT_MS
+    # Calls run on the event loop's thread: waiting for a lock is the dialect's job.
+    assert await pragma(db, "busy_timeout") == 0
     assert await pragma(db, "synchronous") == 1  # NORMAL
     assert await pragma(db, "integrity_check") == "ok"
     with sqlite3.connect(db_path) as conn:
@@ -91,7 +92,7 @@ async def test_a_held_write_lock_is_waited_for_then_reported_as_transient(
     db_url: str, db_path: Path
 ) -> None:
     # One try at the Database seam: this is about the dialect's own BEGIN retry.
-    backend = open_sql_backend(SqliteDialect(db_url, busy_timeout_ms=50), RetryPolicy(attempts=1))
+    backend = open_sql_backend(SqliteDialect(db_url, busy_timeout_ms=300), RetryPolicy(attempts=1))
     blocker = sqlite3.connect(db_path, isolation_level=None)
     try:
         await backend.persistence.migrate()
@@ -111,6 +112,47 @@ async def test_a_held_write_lock_is_waited_for_then_reported_as_transient(
         if blocker.in_transaction:
             blocker.execute("ROLLBACK")
         blocker.close()
+        await backend.close()
+
+
+async def test_the_event_loop_keeps_running_while_another_process_holds_the_write_lock(
+    db_url: str, db_path: Path
+) -> None:
+    backend = open_sql_backend(SqliteDialect(db_url), RetryPolicy(attempts=1))
+    await backend.persistence.migrate()
+    # Another process's transaction: a subprocess, so that nothing of ours holds it.
+    blocker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sqlite3, time\n"
+        f"c = sqlite3.connect({str(db_path)!r}, isolation_level=None)\n"
+        "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(0.6)\n"
+        "c.execute('COMMIT')\n",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        assert blocker.stdout is not None
+        assert (await blocker.stdout.readline()).decode().strip() == "locked"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        _, created = await backend.persistence.create_workflow(new_workflow())
+        waited = loop.time() - started
+        assert created
+        assert waited > 0.2, "the write went through while the other process held the lock"
+        # Waiting for the lock did not block the loop: the ticker kept ticking.
+        assert ticks >= waited / 0.01 / 3
+    finally:
+        ticker.cancel()
+        await blocker.wait()
         await backend.close()
 
 

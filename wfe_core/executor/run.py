@@ -32,6 +32,7 @@ from wfe_core.models import (
     PointerStatus,
     StepCommit,
     WorkflowRecord,
+    WorkflowState,
     WorkflowStatus,
 )
 from wfe_core.ports import LifecyclePublisher, PersistenceProvider
@@ -70,8 +71,15 @@ class RunServices:
 class WorkflowRun:
     """One claimed workflow, run to its next resting point."""
 
-    def __init__(self, claim: Claim, resolve: Resolver, services: RunServices) -> None:
+    def __init__(
+        self,
+        claim: Claim,
+        resolve: Resolver,
+        services: RunServices,
+        state: WorkflowState | None = None,
+    ) -> None:
         self.claim = claim
+        self._loaded = state  # read with the claim's batch; else the run reads it
         self.resolve = resolve
         self.definition: WorkflowDefinition = _UNRESOLVED
         self.services = services
@@ -115,7 +123,8 @@ class WorkflowRun:
     async def run(self) -> None:
         """Run until nothing is ready; raises ``LeaseLost`` if fenced off."""
         try:
-            state = await self.services.persistence.load_state(self.claim)
+            state = self._loaded or await self.services.persistence.load_state(self.claim)
+            self._loaded = None
             self.record = state.record
             self.pointers = {p.id: p for p in state.pointers}
             self.subscriptions = {s.pointer_id: s for s in state.subscriptions}
@@ -239,6 +248,11 @@ class WorkflowRun:
             with contextlib.suppress(BaseException):
                 await task
         self.tasks.clear()
+
+    @property
+    def committing(self) -> bool:
+        """A commit is being written (its outcome is not applied yet)."""
+        return self._commit_lock.locked()
 
     def others_running(self, pointer_id: str | None) -> bool:
         return any(k != pointer_id for k in self.tasks)

@@ -6,6 +6,7 @@ Every write that an executor makes while it owns a workflow goes through
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from wfe_core.models import (
@@ -51,6 +52,14 @@ class WorkflowStore(Protocol):
         """Return the record; raise ``NotFound`` for an unknown or malformed id."""
         ...
 
+    async def get_workflows(
+        self, workflow_ids: Sequence[str], *, finished_only: bool = False
+    ) -> list[WorkflowRecord]:
+        """The records of those ids that exist (only COMPLETE, FAILED or TERMINATED ones
+        when ``finished_only``), in no particular order; unknown or malformed ids are
+        left out. One read for many waiters (see ``wfe.completion``)."""
+        ...
+
     async def list_workflows(self, query: WorkflowQuery) -> list[WorkflowRecord]:
         """Records matching the filters, newest first."""
         ...
@@ -64,6 +73,11 @@ class WorkflowStore(Protocol):
 
         Raises ``LeaseLost`` if the claim's token is no longer current.
         """
+        ...
+
+    async def load_states(self, claims: Sequence[Claim]) -> dict[str, WorkflowState]:
+        """:meth:`load_state` for a batch of claims in one read, keyed by workflow id;
+        a claim whose token is no longer current is left out."""
         ...
 
     async def commit(self, commit: StepCommit) -> WorkflowStatus:

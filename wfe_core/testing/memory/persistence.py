@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wfe_core.errors import (
@@ -13,6 +14,7 @@ from wfe_core.errors import (
     SourceNotFound,
 )
 from wfe_core.models import (
+    FINISHED_STATUSES,
     Claim,
     DefinitionRecord,
     DefinitionSourceRecord,
@@ -134,6 +136,17 @@ class MemoryPersistence(PersistenceProvider):
         """Return the record; raise ``NotFound`` for an unknown or malformed id."""
         return copy_record(self._record(workflow_id))
 
+    async def get_workflows(
+        self, workflow_ids: Sequence[str], *, finished_only: bool = False
+    ) -> list[WorkflowRecord]:
+        """The records of those ids that exist (finished ones only, if asked)."""
+        found = (self.state.workflows.get(i) for i in dict.fromkeys(workflow_ids))
+        return [
+            copy_record(r)
+            for r in found
+            if r is not None and (not finished_only or r.status in FINISHED_STATUSES)
+        ]
+
     async def list_workflows(self, query: WorkflowQuery) -> list[WorkflowRecord]:
         """Records matching the filters, newest first, then ``offset``/``limit``."""
         s = self.state
@@ -152,6 +165,16 @@ class MemoryPersistence(PersistenceProvider):
         """Every pointer of the workflow, oldest first; ``NotFound`` if unknown."""
         self._record(workflow_id)
         return [copy_record(p) for p in self.state.pointers[workflow_id].values()]
+
+    async def load_states(self, claims: Sequence[Claim]) -> dict[str, WorkflowState]:
+        """:meth:`load_state` of each claim still held, keyed by workflow id."""
+        states = {}
+        for claim in claims:
+            try:
+                states[claim.workflow_id] = await self.load_state(claim)
+            except LeaseLost:
+                continue
+        return states
 
     async def load_state(self, claim: Claim) -> WorkflowState:
         """The record, pointers and open subscriptions of a claimed workflow.
