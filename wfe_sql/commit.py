@@ -34,12 +34,7 @@ from wfe_sql import children, rows
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.events import keep_due_for_events
 from wfe_sql.schema import deliveries, errors, pointers, subscriptions, workflows
-from wfe_sql.workflows import (
-    insert_pointers,
-    next_pointer_position,
-    select_pointers,
-    update_pointer,
-)
+from wfe_sql.workflows import append_pointers, select_pointers, update_pointer
 
 _OPEN_STATUSES = (WorkflowStatus.RUNNABLE.value, WorkflowStatus.SUSPENDED.value)
 
@@ -249,9 +244,7 @@ async def write_pointers(conn: AsyncConnection, prepared: PreparedCommit) -> Non
             raise ProviderError(
                 f"cannot update unknown pointer {values['id']!r} of workflow {workflow_id}"
             )
-    if prepared.new_pointers:
-        position = await next_pointer_position(conn, workflow_id)
-        await insert_pointers(conn, prepared.new_pointers, position)
+    await append_pointers(conn, prepared.new_pointers)
 
 
 async def write_subscriptions(conn: AsyncConnection, commit: StepCommit) -> None:

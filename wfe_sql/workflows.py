@@ -110,12 +110,24 @@ async def select_pointers(conn: AsyncConnection, workflow_id: str) -> list[Execu
     return [rows.pointer(body) for body in (await conn.execute(stmt)).scalars()]
 
 
-async def next_pointer_position(conn: AsyncConnection, workflow_id: str) -> int:
-    """The position the workflow's next new pointer gets (one past the last)."""
-    stmt = sa.select(sa.func.coalesce(sa.func.max(pointers.c.position) + 1, 0)).where(
-        pointers.c.workflow_id == workflow_id
+async def append_pointers(conn: AsyncConnection, values: Sequence[Mapping[str, Any]]) -> None:
+    """Insert pointer rows of one workflow after its last one, in the given order, in one
+    statement: each position is computed in SQL from the last stored one, not read first.
+
+    Positions only order a workflow's pointers; they may leave gaps (a driver that runs
+    the rows one by one sees the earlier ones, one that sends them as one multi-row
+    insert does not, and either way they come out increasing and distinct).
+    """
+    if not values:
+        return
+    workflow_id = values[0]["workflow_id"]
+    last = (
+        sa.select(sa.func.coalesce(sa.func.max(pointers.c.position), -1))
+        .where(pointers.c.workflow_id == workflow_id)
+        .scalar_subquery()
     )
-    return int((await conn.execute(stmt)).scalar_one())
+    stmt = sa.insert(pointers).values(position=last + 1 + sa.bindparam("offset", type_=sa.Integer))
+    await conn.execute(stmt, [{**row, "offset": offset} for offset, row in enumerate(values)])
 
 
 async def insert_pointers(
