@@ -80,6 +80,8 @@ class LoggingSubscriber:
 
     def __call__(self, event: LifecycleEvent) -> None:
         level = logging.WARNING if isinstance(event, WorkflowFailed) else logging.INFO
+        if not self._log.isEnabledFor(level):
+            return  # the common case in production: INFO is off for wfe.events
         step = (
             f" step={event.step_name!r} attempt={event.attempt}"
             if isinstance(event, StepEvent)

@@ -350,6 +350,12 @@ class StepCommit:
     removed_subscriptions: list[str] = field(default_factory=list)
     delivered_events: list[str] = field(default_factory=list)
     errors: list[ExecutionError] = field(default_factory=list)
+    has_parent: bool = True
+    """Whether the workflow was started by another (a store may skip what only matters
+    to a child's parent when this is False); true unless known otherwise."""
+    has_subscriptions: bool = True
+    """Whether the workflow has event subscriptions after this commit (a store may skip
+    looking for undelivered events when this is False); true unless known otherwise."""
 
 
 WorkflowState.model_rebuild()

@@ -145,9 +145,9 @@ def prepare_commit(commit: StepCommit) -> PreparedCommit:
             f"subscriptions {strangers} belong to another workflow than {workflow_id}"
         )
     event_keys = {(sub.event_name, sub.event_key) for sub in commit.new_subscriptions}
-    if commit.status in FINISHED_STATUSES:
-        # Whether the workflow has a parent is only known inside the transaction; the
-        # lock is cheap, and must come before the row lock (see wfe_sql.children).
+    if commit.status in FINISHED_STATUSES and commit.has_parent:
+        # A child's finishing commit publishes its parent's event: the lock must come
+        # before the row lock (see wfe_sql.children). A parentless workflow skips it.
         event_keys.add(children.finished_key(workflow_id))
     return PreparedCommit(
         commit=commit,
@@ -308,7 +308,7 @@ async def apply_commit(
     await write_deliveries(conn, dialect, commit)
     await write_errors(conn, commit)
     due = commit.next_execution is not None
-    if status is WorkflowStatus.RUNNABLE:
+    if status is WorkflowStatus.RUNNABLE and commit.has_subscriptions:
         due = await keep_due_for_events(conn, dialect, commit.workflow_id) or due
     woke = False
     if status in FINISHED_STATUSES and parent_id is not None:

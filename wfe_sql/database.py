@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -210,12 +211,25 @@ class Database:
         """Call ``attempt`` until it succeeds, fails for good, or the policy gives up."""
         policy = self.retry
         elapsed = policy.max_elapsed if retry_for is None else min(retry_for, policy.max_elapsed)
+        started = time.monotonic()
+        try:
+            # The common case pays for no retry machinery: tenacity is set up only once
+            # a first try has failed transiently.
+            return await attempt()
+        except ProviderError as exc:
+            if not exc.transient or policy.attempts <= 1:
+                raise
+            first_wait = policy.first_wait + random.uniform(0, policy.first_wait)
+            _log_retry(self.dialect.name, what)(1, first_wait, exc)
+        await asyncio.sleep(first_wait)
+        remaining = elapsed - (time.monotonic() - started)
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_transient),
-            stop=stop_after_attempt(policy.attempts) | stop_after_delay(elapsed),
-            wait=wait_exponential(multiplier=policy.first_wait, max=policy.max_wait)
+            stop=stop_after_attempt(policy.attempts - 1) | stop_after_delay(max(remaining, 0.0)),
+            # Tenacity counts from the second try on: its first wait is the policy's second.
+            wait=wait_exponential(multiplier=policy.first_wait * 2, max=policy.max_wait)
             + wait_random(0, policy.first_wait),
-            before_sleep=_log_retry(self.dialect.name, what),
+            before_sleep=_log_tenacity_retry(self.dialect.name, what),
             reraise=True,
         )
         return await retrying(attempt)
@@ -329,24 +343,34 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ProviderError) and exc.transient
 
 
-def _log_retry(dialect: str, what: str) -> Callable[[RetryCallState], None]:
-    """Log each retry: the first at DEBUG (a blip), later ones at WARNING."""
+def _log_retry(dialect: str, what: str) -> Callable[[int, float, BaseException | None], None]:
+    """Log a retry: after the first try at DEBUG (a blip), after later ones at WARNING."""
 
-    def log(state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        delay = state.next_action.sleep if state.next_action is not None else 0.0
-        level = logging.DEBUG if state.attempt_number == 1 else logging.WARNING
+    def log(tries: int, delay: float, error: BaseException | None) -> None:
+        level = logging.DEBUG if tries == 1 else logging.WARNING
         logger.log(
             level,
             "%s: could not %s (try %d), retrying in %.2fs: %s",
             dialect,
             what,
-            state.attempt_number,
+            tries,
             delay,
             error,
         )
 
     return log
+
+
+def _log_tenacity_retry(dialect: str, what: str) -> Callable[[RetryCallState], None]:
+    """:func:`_log_retry` for the tries tenacity makes (the second one on)."""
+    log = _log_retry(dialect, what)
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        log(state.attempt_number + 1, delay, error)
+
+    return before_sleep
 
 
 @contextmanager

@@ -85,9 +85,19 @@ class TransitionBuilder:
             removed_subscriptions=list(t.removed_subscriptions),
             delivered_events=[t.delivered_event] if t.delivered_event else [],
             errors=[t.error_record] if t.error_record else [],
+            has_parent=run.record is None or run.record.parent_id is not None,
+            has_subscriptions=self._subscribed_after(t),
         )
         self._schedule(commit, pointers)
         return commit, new_data
+
+    def _subscribed_after(self, t: Transition) -> bool:
+        """Whether any subscription is left once this transition is stored (the run's
+        subscriptions are the stored ones: only its commits add or remove them)."""
+        if t.subscription is not None:
+            return True
+        removed = set(t.removed_subscriptions)
+        return any(sub.id not in removed for sub in self.run.subscriptions.values())
 
     def _split_unsaved(
         self,
