@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import sys
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,12 @@ def run(main: Callable[[], Awaitable[dict[str, Any] | None]]) -> None:
     async def guarded() -> dict[str, Any] | None:
         task = asyncio.current_task()
         assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+        def on_sigterm() -> None:
+            say(f"SIGTERM received (pid {os.getpid()}): cleaning up")
+            task.cancel()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
         return await main()
 
     try:
@@ -52,8 +58,12 @@ def run(main: Callable[[], Awaitable[dict[str, Any] | None]]) -> None:
     except BenchError as exc:
         say(f"FAILED: {exc}")
         sys.exit(1)
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        say("FAILED: interrupted")
+    except KeyboardInterrupt:
+        say("FAILED: interrupted (SIGINT)")
+        sys.exit(1)
+    except asyncio.CancelledError:
+        say("FAILED: cancelled")
+        traceback.print_exc()  # where, in case no signal explains it
         sys.exit(1)
     if result is not None:
         print(json.dumps(result), flush=True)
