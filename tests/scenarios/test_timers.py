@@ -38,15 +38,16 @@ async def test_delay_fires_after_the_host_was_stopped_and_started_again(make_hos
     first.register(delayed_flow(1.0))
     async with first:
         wid = await first.start_workflow("delayed", {})
+        # Stop once the delay is stored (its pointer has a wake-up time), not before.
         for _ in range(200):
-            if (await first.get_workflow(wid)).data.steps == ["before"]:
+            pointers = await first.backend.persistence.get_pointers(wid)
+            sleeping = [p for p in pointers if p.step_name == "delay" and p.sleep_until]
+            if sleeping:
                 break
             await asyncio.sleep(0.02)
     stopped = await first.get_workflow(wid)
     assert stopped.status is WorkflowStatus.RUNNABLE and stopped.data.steps == ["before"]
-    pointers = await first.backend.persistence.get_pointers(wid)
-    sleeping = [p for p in pointers if p.step_name == "delay"]
-    assert sleeping and sleeping[0].sleep_until is not None  # a stored time, not a sleep
+    assert sleeping, "the delay step never stored its wake-up time"  # a stored time, not a sleep
 
     second = make_host()
     second.register(delayed_flow(1.0))
