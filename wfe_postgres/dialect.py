@@ -230,11 +230,12 @@ class PostgresDialect(OnConflictInserts):
         """``statement_timestamp()`` as epoch milliseconds (fixed within one statement)."""
         return sa.literal_column(_NOW_MS, type_=sa.BigInteger)
 
-    def in_values(
-        self, column: sa.ColumnElement[str], values: Sequence[str]
-    ) -> sa.ColumnElement[bool]:
-        """``column = ANY(:array)``."""
-        return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(sa.Text)))
+    def in_values(self, column: sa.ColumnElement[str], name: str) -> sa.ColumnElement[bool]:
+        """``column = ANY(:name)`` (a text array)."""
+        return column == sa.any_(sa.bindparam(name, type_=ARRAY(sa.Text)))
+
+    def values_param(self, values: Sequence[str]) -> Any:
+        return list(values)
 
     async def lock_event_keys(self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
         """``pg_advisory_xact_lock`` per (event name, key), released at commit."""

@@ -33,10 +33,17 @@ from wfe_core.models import (
 from wfe_sql import children, rows
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.events import keep_due_for_events
-from wfe_sql.schema import deliveries, errors, pointers, subscriptions, workflows
+from wfe_sql.schema import (
+    UNFINISHED_SQL,
+    deliveries,
+    errors,
+    pointers,
+    subscriptions,
+    workflows,
+)
+from wfe_sql.statements import prepared
 from wfe_sql.workflows import append_pointers, select_pointers, update_pointer
 
-_OPEN_STATUSES = (WorkflowStatus.RUNNABLE.value, WorkflowStatus.SUSPENDED.value)
 
 
 def _is_owner(workflow_id: str, owner: str, token: int) -> sa.ColumnElement[bool]:
@@ -71,31 +78,42 @@ async def load_states(
 ) -> dict[str, WorkflowState]:
     """:func:`load_state` of many claims at once; stale claims are left out."""
     held = {c.workflow_id: c for c in claims}
-    ids = list(held)
-    stmt = sa.select(workflows).where(dialect.in_values(workflows.c.id, ids))
     records = {}
-    for row in (await conn.execute(stmt)).mappings():
+    stmt = prepared(
+        dialect,
+        "load_workflows",
+        lambda: sa.select(workflows).where(dialect.in_values(workflows.c.id, "ids")),
+    )
+    for row in (await conn.execute(stmt, {"ids": dialect.values_param(list(held))})).mappings():
         claim = held[row["id"]]
         if (row["lease_owner"], row["lease_token"]) == (claim.owner, claim.token):
             records[claim.workflow_id] = rows.workflow_record(row)
     if not records:
         return {}
-    kept = list(records)
-    found_pointers: dict[str, list[ExecutionPointer]] = {i: [] for i in kept}
-    pointer_rows = await conn.execute(
-        sa.select(pointers.c.workflow_id, pointers.c.body)
-        .where(dialect.in_values(pointers.c.workflow_id, kept))
-        .order_by(pointers.c.workflow_id, pointers.c.position)
+    kept = {"ids": dialect.values_param(list(records))}
+    found_pointers: dict[str, list[ExecutionPointer]] = {i: [] for i in records}
+    stmt = prepared(
+        dialect,
+        "load_pointers",
+        lambda: (
+            sa.select(pointers.c.workflow_id, pointers.c.body)
+            .where(dialect.in_values(pointers.c.workflow_id, "ids"))
+            .order_by(pointers.c.workflow_id, pointers.c.position)
+        ),
     )
-    for workflow_id, body in pointer_rows:
+    for workflow_id, body in await conn.execute(stmt, kept):
         found_pointers[workflow_id].append(rows.pointer(body))
-    found_subs: dict[str, list[EventSubscription]] = {i: [] for i in kept}
-    sub_rows = await conn.execute(
-        sa.select(subscriptions)
-        .where(dialect.in_values(subscriptions.c.workflow_id, kept))
-        .order_by(subscriptions.c.as_of, subscriptions.c.id)
+    found_subs: dict[str, list[EventSubscription]] = {i: [] for i in records}
+    stmt = prepared(
+        dialect,
+        "load_subscriptions",
+        lambda: (
+            sa.select(subscriptions)
+            .where(dialect.in_values(subscriptions.c.workflow_id, "ids"))
+            .order_by(subscriptions.c.as_of, subscriptions.c.id)
+        ),
     )
-    for sub in sub_rows.mappings():
+    for sub in (await conn.execute(stmt, kept)).mappings():
         found_subs[sub["workflow_id"]].append(rows.subscription(sub))
     return {
         i: WorkflowState(record=r, pointers=found_pointers[i], subscriptions=found_subs[i])
@@ -158,8 +176,9 @@ def prepare_commit(commit: StepCommit) -> PreparedCommit:
     )
 
 
-def _workflow_changes(dialect: SqlDialect, commit: StepCommit, commit_id: str) -> dict[str, Any]:
-    """The workflow-row assignments of a step commit."""
+def _workflow_changes(commit: StepCommit, commit_id: str) -> tuple[dict[str, Any], bool]:
+    """The workflow-row assignments of a step commit (plain values) and whether it
+    finishes the workflow (which also stamps the completion time)."""
     # A commit is progress: the crash-loop count starts over (see WorkflowStore.commit).
     values: dict[str, Any] = {
         "next_execution": commit.next_execution,
@@ -174,15 +193,36 @@ def _workflow_changes(dialect: SqlDialect, commit: StepCommit, commit_id: str) -
     # while the step ran survives its commit.
     if commit.status is not None and commit.status is not WorkflowStatus.RUNNABLE:
         values["status"] = commit.status.value
-    if commit.status in FINISHED_STATUSES:
-        values.update(complete_time=dialect.now_ms(), next_execution=None)
-    if commit.release or commit.status in FINISHED_STATUSES:
+    finishing = commit.status in FINISHED_STATUSES
+    if finishing:
+        values["next_execution"] = None
+    if commit.release or finishing:
         values.update(lease_owner=None, lease_expires_at=None)
-    return values
+    return values, finishing
+
+
+def _update_statement(dialect: SqlDialect, columns: tuple[str, ...], finishing: bool) -> sa.Update:
+    """The fenced workflow-row update setting ``columns`` (bound as ``set_<column>``)."""
+    now = dialect.now_ms()
+    values: dict[str, Any] = {c: sa.bindparam(f"set_{c}") for c in columns}
+    if finishing:
+        values["complete_time"] = now
+    return (
+        sa.update(workflows)
+        .where(
+            workflows.c.id == sa.bindparam("w_id"),
+            workflows.c.lease_owner == sa.bindparam("w_owner"),
+            workflows.c.lease_token == sa.bindparam("w_token"),
+            sa.or_(*(workflows.c.status == status for status in UNFINISHED_SQL)),
+            workflows.c.last_commit.is_distinct_from(sa.bindparam("w_commit")),
+        )
+        .values(values)
+        .returning(workflows.c.status, now.label("db_now"), workflows.c.parent_id)
+    )
 
 
 async def update_workflow(
-    conn: AsyncConnection, dialect: SqlDialect, prepared: PreparedCommit
+    conn: AsyncConnection, dialect: SqlDialect, prepared_commit: PreparedCommit
 ) -> tuple[WorkflowStatus, int, str | None] | None:
     """Write the workflow row of a step commit if we hold the lease and this commit
     has not landed yet; ``None`` if nothing matched (fenced off, or landed).
@@ -191,18 +231,22 @@ async def update_workflow(
     commit writes nothing. Returns the status after the write, the database time and
     the parent's id (so that only a child's finishing commit reads its row again).
     """
-    commit, now = prepared.commit, dialect.now_ms()
-    stmt = (
-        sa.update(workflows)
-        .where(
-            _is_owner(commit.workflow_id, commit.owner, commit.token),
-            workflows.c.status.in_(_OPEN_STATUSES),
-            workflows.c.last_commit.is_distinct_from(prepared.commit_id),
-        )
-        .values(_workflow_changes(dialect, commit, prepared.commit_id))
-        .returning(workflows.c.status, now.label("db_now"), workflows.c.parent_id)
+    commit = prepared_commit.commit
+    values, finishing = _workflow_changes(commit, prepared_commit.commit_id)
+    columns = tuple(sorted(values))
+    stmt = prepared(
+        dialect,
+        ("update_workflow", columns, finishing),
+        lambda: _update_statement(dialect, columns, finishing),
     )
-    row = (await conn.execute(stmt)).first()
+    params = {f"set_{c}": v for c, v in values.items()}
+    params.update(
+        w_id=commit.workflow_id,
+        w_owner=commit.owner,
+        w_token=commit.token,
+        w_commit=prepared_commit.commit_id,
+    )
+    row = (await conn.execute(stmt, params)).first()
     if row is None:
         return None
     return WorkflowStatus(row.status), int(row.db_now), row.parent_id
@@ -232,7 +276,9 @@ async def landed_commit(
     return CommitResult(status=status, db_now=int(row.db_now), due=due, woke=woke)
 
 
-async def write_pointers(conn: AsyncConnection, prepared: PreparedCommit) -> None:
+async def write_pointers(
+    conn: AsyncConnection, dialect: SqlDialect, prepared: PreparedCommit
+) -> None:
     """Overwrite the commit's updated pointers and append its new ones.
 
     Raises:
@@ -244,7 +290,7 @@ async def write_pointers(conn: AsyncConnection, prepared: PreparedCommit) -> Non
             raise ProviderError(
                 f"cannot update unknown pointer {values['id']!r} of workflow {workflow_id}"
             )
-    await append_pointers(conn, prepared.new_pointers)
+    await append_pointers(conn, dialect, prepared.new_pointers)
 
 
 async def write_subscriptions(conn: AsyncConnection, commit: StepCommit) -> None:
@@ -303,7 +349,7 @@ async def apply_commit(
             raise LeaseLost(commit.workflow_id, commit.token)
         return landed
     status, db_now, parent_id = updated
-    await write_pointers(conn, prepared)
+    await write_pointers(conn, dialect, prepared)
     await write_subscriptions(conn, commit)
     await write_deliveries(conn, dialect, commit)
     await write_errors(conn, commit)

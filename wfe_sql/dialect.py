@@ -49,9 +49,14 @@ class SqlDialect(Protocol):
         """An SQL expression for the database clock in epoch milliseconds."""
         ...
 
-    def in_values(self, column: ColumnElement[str], values: Sequence[str]) -> ColumnElement[bool]:
-        """``column IN (values)`` sent as one parameter (an array, a JSON list), so the
-        statement is compiled once whatever the number of values."""
+    def in_values(self, column: ColumnElement[str], name: str) -> ColumnElement[bool]:
+        """``column IN (the values bound to name)``, the values sent as one parameter
+        (an array, a JSON list; see :meth:`values_param`), so the statement is built
+        and compiled once whatever the number of values."""
+        ...
+
+    def values_param(self, values: Sequence[str]) -> Any:
+        """The parameter value of :meth:`in_values` for these values."""
         ...
 
     def insert_ignore(self, table: Table, values: Mapping[str, Any]) -> Insert:

@@ -19,6 +19,7 @@ from wfe_core.ports.queue import QueueProvider
 from wfe_sql.database import Database
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.schema import RUNNABLE_SQL, workflows
+from wfe_sql.statements import prepared
 
 
 def _ms(seconds: float) -> int:
@@ -116,19 +117,27 @@ async def renew_leases(
         by_owner.setdefault(claim.owner, {})[claim.workflow_id] = claim
     renewed = []
     for owner, held in by_owner.items():
-        stmt = (
-            sa.update(workflows)
-            .where(workflows.c.lease_owner == owner, dialect.in_values(workflows.c.id, list(held)))
-            .values(lease_expires_at=now + lease_ms)
-            .returning(
-                workflows.c.id,
-                workflows.c.lease_token,
-                workflows.c.lease_expires_at,
-                workflows.c.recoveries,
-                now.label("db_now"),
-            )
+        stmt = prepared(
+            dialect,
+            "renew_leases",
+            lambda: (
+                sa.update(workflows)
+                .where(
+                    workflows.c.lease_owner == sa.bindparam("owner"),
+                    dialect.in_values(workflows.c.id, "ids"),
+                )
+                .values(lease_expires_at=now + sa.bindparam("lease_ms", type_=sa.BigInteger))
+                .returning(
+                    workflows.c.id,
+                    workflows.c.lease_token,
+                    workflows.c.lease_expires_at,
+                    workflows.c.recoveries,
+                    now.label("db_now"),
+                )
+            ),
         )
-        for row in await conn.execute(stmt):
+        params = {"owner": owner, "ids": dialect.values_param(list(held)), "lease_ms": lease_ms}
+        for row in await conn.execute(stmt, params):
             claim = held[row.id]
             # The same owner under a newer token is a later claim of ours: this one is
             # stale (extending the row is harmless: we do hold it).

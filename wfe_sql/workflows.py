@@ -20,13 +20,42 @@ from wfe_core.models import (
 from wfe_sql import rows
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.schema import pointers, workflows
+from wfe_sql.statements import prepared
+
+_NEW_WORKFLOW_COLUMNS = (
+    "id",
+    "definition_id",
+    "version",
+    "reference",
+    "idempotency_key",
+    "status",
+    "data",
+    "next_execution",
+    "lease_token",
+    "recoveries",
+    "parent_id",
+    "source_digest",
+)
+
+
+def _insert_workflow_statement(dialect: SqlDialect, keyed: bool) -> sa.Insert:
+    values: dict[str, Any] = {name: sa.bindparam(name) for name in _NEW_WORKFLOW_COLUMNS}
+    values["create_time"] = dialect.now_ms()
+    stmt = (
+        dialect.insert_ignore(workflows, values) if keyed else sa.insert(workflows).values(values)
+    )
+    return stmt.returning(*rows.WORKFLOW_COLUMNS)
 
 
 async def insert_workflow(
     conn: AsyncConnection, dialect: SqlDialect, new: NewWorkflow
 ) -> WorkflowRecord | None:
     """Insert a RUNNABLE workflow created now; ``None`` if its idempotency key is taken."""
-    values: dict[str, Any] = {
+    keyed = new.idempotency_key is not None
+    stmt = prepared(
+        dialect, ("insert_workflow", keyed), lambda: _insert_workflow_statement(dialect, keyed)
+    )
+    params = {
         "id": new.id,
         "definition_id": new.definition_id,
         "version": new.version,
@@ -34,18 +63,13 @@ async def insert_workflow(
         "idempotency_key": new.idempotency_key,
         "status": WorkflowStatus.RUNNABLE.value,
         "data": new.data,
-        "create_time": dialect.now_ms(),
         "next_execution": new.next_execution,
         "lease_token": 0,
         "recoveries": 0,
         "parent_id": new.parent_id,
         "source_digest": new.source_digest,
     }
-    if new.idempotency_key is None:
-        stmt = sa.insert(workflows).values(values)
-    else:
-        stmt = dialect.insert_ignore(workflows, values)
-    row = (await conn.execute(stmt.returning(*rows.WORKFLOW_COLUMNS))).mappings().first()
+    row = (await conn.execute(stmt, params)).mappings().first()
     return None if row is None else rows.workflow_record(row)
 
 
@@ -64,10 +88,19 @@ async def select_workflows_by_id(
     finished_only: bool,
 ) -> list[WorkflowRecord]:
     """The workflows with these ids (only finished ones when ``finished_only``)."""
-    stmt = sa.select(workflows).where(dialect.in_values(workflows.c.id, workflow_ids))
-    if finished_only:
-        stmt = stmt.where(workflows.c.status.in_([s.value for s in FINISHED_STATUSES]))
-    return [rows.workflow_record(row) for row in (await conn.execute(stmt)).mappings()]
+
+    def build() -> sa.Select[Any]:
+        stmt = sa.select(workflows).where(dialect.in_values(workflows.c.id, "ids"))
+        if finished_only:
+            finished: list[sa.ColumnElement[str]] = [
+                sa.literal_column(f"'{s.value}'", type_=sa.Text) for s in FINISHED_STATUSES
+            ]
+            stmt = stmt.where(workflows.c.status.in_(finished))
+        return stmt
+
+    stmt = prepared(dialect, ("workflows_by_id", finished_only), build)
+    result = await conn.execute(stmt, {"ids": dialect.values_param(workflow_ids)})
+    return [rows.workflow_record(row) for row in result.mappings()]
 
 
 async def select_workflow_by_key(conn: AsyncConnection, key: str) -> WorkflowRecord | None:
@@ -110,7 +143,26 @@ async def select_pointers(conn: AsyncConnection, workflow_id: str) -> list[Execu
     return [rows.pointer(body) for body in (await conn.execute(stmt)).scalars()]
 
 
-async def append_pointers(conn: AsyncConnection, values: Sequence[Mapping[str, Any]]) -> None:
+def _append_pointers_statement() -> sa.Insert:
+    last = (
+        sa.select(sa.func.coalesce(sa.func.max(pointers.c.position), -1))
+        .where(pointers.c.workflow_id == sa.bindparam("workflow_id"))
+        .scalar_subquery()
+    )
+    return sa.insert(pointers).values(
+        id=sa.bindparam("id"),
+        workflow_id=sa.bindparam("workflow_id"),
+        step_id=sa.bindparam("step_id"),
+        step_name=sa.bindparam("step_name"),
+        status=sa.bindparam("status"),
+        body=sa.bindparam("body"),
+        position=last + 1 + sa.bindparam("offset", type_=sa.Integer),
+    )
+
+
+async def append_pointers(
+    conn: AsyncConnection, dialect: SqlDialect, values: Sequence[Mapping[str, Any]]
+) -> None:
     """Insert pointer rows of one workflow after its last one, in the given order, in one
     statement: each position is computed in SQL from the last stored one, not read first.
 
@@ -120,13 +172,7 @@ async def append_pointers(conn: AsyncConnection, values: Sequence[Mapping[str, A
     """
     if not values:
         return
-    workflow_id = values[0]["workflow_id"]
-    last = (
-        sa.select(sa.func.coalesce(sa.func.max(pointers.c.position), -1))
-        .where(pointers.c.workflow_id == workflow_id)
-        .scalar_subquery()
-    )
-    stmt = sa.insert(pointers).values(position=last + 1 + sa.bindparam("offset", type_=sa.Integer))
+    stmt = prepared(dialect, "append_pointers", _append_pointers_statement)
     await conn.execute(stmt, [{**row, "offset": offset} for offset, row in enumerate(values)])
 
 

@@ -172,12 +172,13 @@ class SqliteDialect(OnConflictInserts):
         """``julianday('now')`` as epoch milliseconds (fixed within one statement)."""
         return sa.literal_column(_NOW_MS, type_=sa.BigInteger)
 
-    def in_values(
-        self, column: sa.ColumnElement[str], values: Sequence[str]
-    ) -> sa.ColumnElement[bool]:
-        """``column IN (SELECT value FROM json_each(:list))``."""
-        listed = sa.func.json_each(json.dumps(list(values))).table_valued("value")
+    def in_values(self, column: sa.ColumnElement[str], name: str) -> sa.ColumnElement[bool]:
+        """``column IN (SELECT value FROM json_each(:name))``."""
+        listed = sa.func.json_each(sa.bindparam(name, type_=sa.Text)).table_valued("value")
         return column.in_(sa.select(listed.c.value))
+
+    def values_param(self, values: Sequence[str]) -> Any:
+        return json.dumps(list(values))
 
     async def lock_event_keys(self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
         """Nothing to do: write transactions already run one at a time."""
@@ -197,6 +198,12 @@ class SqliteDialect(OnConflictInserts):
             await conn.begin()
             return
         await conn.execution_options(**{_WRITE_OPTION: True})
+        try:
+            await conn.begin()  # the common case: nobody else holds the lock
+            return
+        except DBAPIError as exc:
+            if not _is_busy(exc):
+                raise
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_busy),
             stop=stop_after_delay(self.busy_timeout_ms / 1000),
