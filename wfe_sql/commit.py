@@ -45,7 +45,6 @@ from wfe_sql.statements import prepared
 from wfe_sql.workflows import append_pointers, select_pointers, update_pointer
 
 
-
 def _is_owner(workflow_id: str, owner: str, token: int) -> sa.ColumnElement[bool]:
     return sa.and_(
         workflows.c.id == workflow_id,
