@@ -8,7 +8,8 @@ reads, in chunks, the finished records of every id waited for:
 
 * a new waiter's id at once (with its full record: an unknown id fails with
   ``NotFound`` straight away),
-* an id this process has just finished (a host's hint) at once,
+* a workflow this process has just finished needs no read: the host hands its
+  record over,
 * every other id every ``interval``, growing from ``first_interval`` to
   ``max_interval`` while nothing finishes (another host may finish them).
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
 
 from wfe_core.errors import NotFound, ShuttingDown
 from wfe_core.models import FINISHED_STATUSES, WorkflowRecord
@@ -42,7 +42,6 @@ class CompletionWatcher:
         self._max_interval = max_interval
         self._waiters: dict[str, list[asyncio.Future[WorkflowRecord]]] = {}
         self._new: set[str] = set()  # not read yet: existence unknown
-        self._hinted: set[str] = set()  # finished by this process: read at once
         self._poller: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._closed = False
@@ -68,12 +67,10 @@ class CompletionWatcher:
         finally:
             self._forget(workflow_id, future)
 
-    def finished(self, workflow_ids: Iterable[str]) -> None:
-        """A hint: these workflows have just finished here; read them at once."""
-        hinted = [i for i in workflow_ids if i in self._waiters]
-        if hinted:
-            self._hinted.update(hinted)
-            self._kick()
+    def finished(self, record: WorkflowRecord) -> None:
+        """A workflow finished in this process: its waiters get the record at once."""
+        if record.id in self._waiters:
+            self._settle(record.id, record)
 
     async def close(self) -> None:
         """Stop polling; waiters still waiting fail with ``ShuttingDown``."""
@@ -92,7 +89,6 @@ class CompletionWatcher:
         if not futures:
             self._waiters.pop(workflow_id, None)
             self._new.discard(workflow_id)
-            self._hinted.discard(workflow_id)
 
     def _kick(self) -> None:
         loop = asyncio.get_running_loop()
@@ -111,12 +107,11 @@ class CompletionWatcher:
         while self._waiters:
             wake.clear()
             new, self._new = self._new, set()
-            hinted, self._hinted = self._hinted - new, set()
             if new:
                 interval = self._first_interval
                 next_sweep = min(next_sweep, loop.time() + interval)
             sweep = loop.time() >= next_sweep
-            others = [i for i in self._waiters if i not in new] if sweep else list(hinted)
+            others = [i for i in self._waiters if i not in new] if sweep else []
             try:
                 await self._read(new, others)
             except Exception as exc:

@@ -489,8 +489,8 @@ class WorkflowHost(WorkflowClient):
         if source is not None:
             self._saved_sources.add(source.digest)
 
-    def _finished(self, workflow_id: str) -> None:
-        self._completions.finished([workflow_id])
+    def _finished(self, record: WorkflowRecord) -> None:
+        self._completions.finished(record)
 
     async def _cleanup(self, ttl: timedelta) -> None:
         lock: LockProvider = self.backend.lock

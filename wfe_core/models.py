@@ -350,6 +350,10 @@ class StepCommit:
     removed_subscriptions: list[str] = field(default_factory=list)
     delivered_events: list[str] = field(default_factory=list)
     errors: list[ExecutionError] = field(default_factory=list)
+    complete_time: int | None = None
+    """For a finishing commit: the completion time to store (ms, database clock; the
+    executor's synced estimate, as for step end times), so that the executor knows the
+    finished record without reading it back. The store's time when None."""
     has_parent: bool = True
     """Whether the workflow was started by another (a store may skip what only matters
     to a child's parent when this is False); true unless known otherwise."""

@@ -177,7 +177,8 @@ def prepare_commit(commit: StepCommit) -> PreparedCommit:
 
 def _workflow_changes(commit: StepCommit, commit_id: str) -> tuple[dict[str, Any], bool]:
     """The workflow-row assignments of a step commit (plain values) and whether it
-    finishes the workflow (which also stamps the completion time)."""
+    finishes the workflow (which also stamps the completion time: the commit's, else
+    the database's)."""
     # A commit is progress: the crash-loop count starts over (see WorkflowStore.commit).
     values: dict[str, Any] = {
         "next_execution": commit.next_execution,
@@ -195,6 +196,8 @@ def _workflow_changes(commit: StepCommit, commit_id: str) -> tuple[dict[str, Any
     finishing = commit.status in FINISHED_STATUSES
     if finishing:
         values["next_execution"] = None
+        if commit.complete_time is not None:
+            values["complete_time"] = commit.complete_time
     if commit.release or finishing:
         values.update(lease_owner=None, lease_expires_at=None)
     return values, finishing
@@ -204,7 +207,7 @@ def _update_statement(dialect: SqlDialect, columns: tuple[str, ...], finishing: 
     """The fenced workflow-row update setting ``columns`` (bound as ``set_<column>``)."""
     now = dialect.now_ms()
     values: dict[str, Any] = {c: sa.bindparam(f"set_{c}") for c in columns}
-    if finishing:
+    if finishing and "complete_time" not in values:
         values["complete_time"] = now
     return (
         sa.update(workflows)

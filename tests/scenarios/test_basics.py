@@ -7,6 +7,7 @@ import asyncio
 from pydantic import BaseModel
 
 from wfe import (
+    ErrorBehavior,
     ExecutionResult,
     StepBody,
     StepContext,
@@ -45,6 +46,31 @@ async def test_quickstart(make_host):
     assert inst.data.n == 3
     assert isinstance(wid, str) and inst.id == wid
     assert inst.complete_time is not None and inst.complete_time >= inst.create_time
+
+
+async def test_the_instance_a_waiter_gets_is_the_stored_one(make_host):
+    async def fail(ctx):
+        raise RuntimeError("no stock")
+
+    failing = (
+        WorkflowBuilder("failing", version=1, data=Order)
+        .start_with(AddOne)
+        .then(fail, name="fail")
+        .on_error(ErrorBehavior.terminate())
+        .build()
+    )
+    async with make_host() as host:
+        host.register(quickstart_flow())
+        host.register(failing)
+        many = [await host.start_workflow("orders", Order(n=i)) for i in range(5)]
+        bad = await host.start_workflow("failing", Order(n=7))
+        waited = await asyncio.gather(*(host.wait_for_completion(w, 30) for w in [*many, bad]))
+        stored = [await host.get_workflow(w) for w in [*many, bad]]
+    # The host hands its waiters the record its last commit wrote, without reading it
+    # back: every field must be what the store holds.
+    assert [w.model_dump() for w in waited] == [s.model_dump() for s in stored]
+    assert [w.data.n for w in waited] == [2, 3, 4, 5, 6, 8]
+    assert waited[-1].status is WorkflowStatus.TERMINATED and "no stock" in (waited[-1].error or "")
 
 
 async def test_function_steps_then_fn_and_mappings(make_host):

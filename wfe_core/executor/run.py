@@ -64,7 +64,9 @@ class RunServices:
     children: ChildWorkflows | None = None
     default_retry: RetryPolicy = DEFAULT_RETRY
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
-    on_finished: Callable[[str], None] | None = None
+    on_finished: Callable[[WorkflowRecord], None] | None = None
+    """Called with the finished workflow's record, as stored by the commit that
+    finished it (no read needed: a waiter in this process gets it at once)."""
     max_recovery_attempts: int | None = 5
 
 
@@ -98,6 +100,8 @@ class WorkflowRun:
         self.finished = False  # committed as COMPLETE, FAILED or TERMINATED
         self.in_flight: set[str] = set()  # activations started and not yet committed
         self._commit_lock = asyncio.Lock()
+        self._data_text = ""  # the stored data and error, as this run's commits left them
+        self._error: str | None = None
         self._runner = StepRunner(self)
 
     @property
@@ -126,6 +130,7 @@ class WorkflowRun:
             state = self._loaded or await self.services.persistence.load_state(self.claim)
             self._loaded = None
             self.record = state.record
+            self._data_text, self._error = state.record.data, state.record.error
             self.pointers = {p.id: p for p in state.pointers}
             self.subscriptions = {s.pointer_id: s for s in state.subscriptions}
             if not await self._resolve() or not self._load_data():
@@ -290,6 +295,10 @@ class WorkflowRun:
         self.unsaved.clear()
         if new_data is not None:
             self.data = new_data
+        if commit.data is not None:
+            self._data_text = commit.data
+        if commit.error is not None:
+            self._error = commit.error
         for pointer in (*commit.new_pointers, *commit.updated_pointers):
             self.pointers[pointer.id] = pointer
         for sub in commit.new_subscriptions:
@@ -313,7 +322,24 @@ class WorkflowRun:
         elif commit.status is WorkflowStatus.TERMINATED:
             self.event(ev.WorkflowTerminated)
         if status.finished and self.services.on_finished is not None:
-            self.services.on_finished(self.workflow_id)
+            self.services.on_finished(self._finished_record(commit, status))
+
+    def _finished_record(self, commit: StepCommit, status: WorkflowStatus) -> WorkflowRecord:
+        """The row the finishing commit left (only the lease holder writes it, so the
+        loaded record plus this run's commits is what is stored)."""
+        assert self.record is not None
+        return self.record.model_copy(
+            update={
+                "status": status,
+                "data": self._data_text,
+                "error": self._error,
+                "complete_time": commit.complete_time,
+                "next_execution": None,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "recoveries": 0,
+            }
+        )
 
     def context(self, pointer: ExecutionPointer, data: BaseModel) -> StepContext[Any]:
         return StepContext(

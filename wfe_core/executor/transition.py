@@ -85,6 +85,7 @@ class TransitionBuilder:
             removed_subscriptions=list(t.removed_subscriptions),
             delivered_events=[t.delivered_event] if t.delivered_event else [],
             errors=[t.error_record] if t.error_record else [],
+            complete_time=self.now if status is not None and status.finished else None,
             has_parent=run.record is None or run.record.parent_id is not None,
             has_subscriptions=self._subscribed_after(t),
         )

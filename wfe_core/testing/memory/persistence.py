@@ -413,7 +413,7 @@ class MemoryPersistence(PersistenceProvider):
             record.error = commit.error
         record.next_execution = commit.next_execution
         if record.status.finished:
-            record.complete_time = now
+            record.complete_time = now if commit.complete_time is None else commit.complete_time
             record.next_execution = None
             _clear_lease(record)
         elif commit.release:
