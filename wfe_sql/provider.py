@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,6 +30,7 @@ from wfe_core.ports.backend import Backend
 from wfe_core.ports.persistence import PersistenceProvider
 from wfe_sql import children, definitions, events, migrate, purge, rows, workflows
 from wfe_sql import commit as commits
+from wfe_sql.batching import Batcher
 from wfe_sql.database import Database, RetryPolicy
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.locks import SqlLock
@@ -40,12 +42,16 @@ ID_CHUNK = 500
 65,535; smaller chunks keep each read short)."""
 
 
+T = TypeVar("T")
+
+
 class SqlPersistence(PersistenceProvider):
     """Workflows, pointers, events and definitions in a SQL database."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._dialect = db.dialect
+        self._starts: Batcher[NewWorkflow, tuple[WorkflowRecord, bool]] = Batcher(self._create_many)
 
     @property
     def database(self) -> Database:
@@ -67,6 +73,61 @@ class SqlPersistence(PersistenceProvider):
 
     async def create_workflow(self, new: NewWorkflow) -> tuple[WorkflowRecord, bool]:
         """Insert a workflow and its first pointers, or return the one with its key.
+
+        Starts that arrive together share a transaction (see :mod:`wfe_sql.batching`),
+        except those of a child or with an idempotency key, which take locks or look
+        up an earlier start and go one by one (:meth:`create_one`).
+        """
+        if new.parent_id is not None or new.idempotency_key is not None:
+            return await self.create_one(new)
+        rows.check_json(new.data, f"data of workflow {new.id}")
+        return await self._starts.submit(new)
+
+    async def _create_many(
+        self, news: list[NewWorkflow]
+    ) -> list[tuple[WorkflowRecord, bool] | BaseException]:
+        """One transaction for a batch of plain starts; if it fails, each start is
+        tried alone, so that only a start that cannot be made fails."""
+        if len(news) == 1:
+            return [await _outcome(self.create_one(news[0]))]
+        digests = sorted({n.source_digest for n in news if n.source_digest is not None})
+
+        async def work(conn: AsyncConnection) -> list[tuple[WorkflowRecord, bool]]:
+            started = time.monotonic_ns()
+            for digest in digests:
+                if not await definitions.source_exists(conn, digest):
+                    raise SourceNotFound(digest)
+            made = await workflows.insert_workflows(conn, self._dialect, news)
+            self._db.observe_time(made[0].create_time, started)
+            for new in news:
+                if new.pointers:
+                    await workflows.insert_pointers(
+                        conn, [rows.pointer_values(new.id, p) for p in new.pointers], 0
+                    )
+            if any(n.next_execution is not None for n in news):
+                await self._dialect.notify_work(conn)
+            return [(record, True) for record in made]
+
+        async def landed(conn: AsyncConnection) -> list[tuple[WorkflowRecord, bool]] | None:
+            found = await workflows.select_workflows_by_id(
+                conn, self._dialect, [n.id for n in news], finished_only=False
+            )
+            by_id = {r.id: r for r in found}
+            if len(by_id) < len(news):
+                return None  # a batch lands whole or not at all
+            return [(by_id[n.id], True) for n in news]
+
+        try:
+            made = await self._db.write(f"create {len(news)} workflows", work, reconcile=landed)
+        except (ProviderError, SourceNotFound):
+            return [await _outcome(self.create_one(new)) for new in news]
+        if any(n.next_execution is not None for n in news):
+            self._db.signal.set()
+        return list(made)
+
+    async def create_one(self, new: NewWorkflow) -> tuple[WorkflowRecord, bool]:
+        """One start in a transaction of its own: insert the workflow and its first
+        pointers, or return the one with its key.
 
         A child (``parent_id`` set) is only created under a RUNNABLE or SUSPENDED
         parent, checked under a share lock on the parent's row (see
@@ -369,6 +430,14 @@ async def _refusal(conn: AsyncConnection, new: NewWorkflow) -> Exception | None:
     if digest is not None and not await definitions.source_exists(conn, digest):
         return SourceNotFound(digest, new.definition_id, new.version)
     return None
+
+
+async def _outcome(call: Awaitable[T]) -> T | BaseException:
+    """The result of ``call``, or the exception it raised (for one item of a batch)."""
+    try:
+        return await call
+    except Exception as exc:
+        return exc
 
 
 def _makes_work(commit: StepCommit, result: commits.CommitResult) -> bool:

@@ -47,15 +47,8 @@ def _insert_workflow_statement(dialect: SqlDialect, keyed: bool) -> sa.Insert:
     return stmt.returning(*rows.WORKFLOW_COLUMNS)
 
 
-async def insert_workflow(
-    conn: AsyncConnection, dialect: SqlDialect, new: NewWorkflow
-) -> WorkflowRecord | None:
-    """Insert a RUNNABLE workflow created now; ``None`` if its idempotency key is taken."""
-    keyed = new.idempotency_key is not None
-    stmt = prepared(
-        dialect, ("insert_workflow", keyed), lambda: _insert_workflow_statement(dialect, keyed)
-    )
-    params = {
+def _new_workflow_params(new: NewWorkflow) -> dict[str, Any]:
+    return {
         "id": new.id,
         "definition_id": new.definition_id,
         "version": new.version,
@@ -69,8 +62,32 @@ async def insert_workflow(
         "parent_id": new.parent_id,
         "source_digest": new.source_digest,
     }
+
+
+async def insert_workflow(
+    conn: AsyncConnection, dialect: SqlDialect, new: NewWorkflow
+) -> WorkflowRecord | None:
+    """Insert a RUNNABLE workflow created now; ``None`` if its idempotency key is taken."""
+    keyed = new.idempotency_key is not None
+    stmt = prepared(
+        dialect, ("insert_workflow", keyed), lambda: _insert_workflow_statement(dialect, keyed)
+    )
+    params = _new_workflow_params(new)
     row = (await conn.execute(stmt, params)).mappings().first()
     return None if row is None else rows.workflow_record(row)
+
+
+async def insert_workflows(
+    conn: AsyncConnection, dialect: SqlDialect, news: Sequence[NewWorkflow]
+) -> list[WorkflowRecord]:
+    """Insert RUNNABLE workflows without idempotency keys in one statement; their
+    records in the order given."""
+    stmt = prepared(
+        dialect, ("insert_workflow", False), lambda: _insert_workflow_statement(dialect, False)
+    )
+    result = await conn.execute(stmt, [_new_workflow_params(new) for new in news])
+    made = {row["id"]: rows.workflow_record(row) for row in result.mappings()}
+    return [made[new.id] for new in news]
 
 
 async def select_workflow(conn: AsyncConnection, workflow_id: str) -> WorkflowRecord | None:

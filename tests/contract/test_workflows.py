@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from wfe_core.errors import DefinitionNotFound, NotFound
+from wfe_core.errors import DefinitionNotFound, NotFound, SourceNotFound
 from wfe_core.models import (
     DefinitionRecord,
     WorkflowQuery,
@@ -210,3 +210,25 @@ async def test_get_workflows_reads_more_ids_than_one_statement_takes(backend: Ba
     made = {(await create(backend)).id for _ in range(3)}
     asked = [new_id("missing") for _ in range(1200)] + sorted(made)
     assert {r.id for r in await backend.persistence.get_workflows(asked)} == made
+
+
+async def test_concurrent_starts_each_get_their_own_workflow_and_a_bad_one_fails_alone(
+    backend: Backend,
+) -> None:
+    store = backend.persistence
+    news = [new_workflow(data={"i": i}) for i in range(300)]
+    bad = new_workflow(source_digest="0" * 64)  # names no stored source
+    outcomes = await asyncio.gather(
+        *(store.create_workflow(n) for n in [*news[:150], bad, *news[150:]]),
+        return_exceptions=True,
+    )
+    failed = outcomes.pop(150)
+    assert isinstance(failed, SourceNotFound)
+    assert all(not isinstance(o, BaseException) for o in outcomes)
+    records = [o[0] for o in outcomes if not isinstance(o, BaseException)]
+    assert [r.id for r in records] == [n.id for n in news]
+    assert [json.loads(r.data) for r in records] == [{"i": i} for i in range(300)]
+    stored = {r.id: r for r in await store.get_workflows([n.id for n in news])}
+    assert [plain(stored[r.id]) for r in records] == [plain(r) for r in records]
+    with pytest.raises(NotFound):
+        await store.get_workflow(bad.id)
