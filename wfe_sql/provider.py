@@ -9,7 +9,13 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wfe_core.errors import DefinitionNotFound, NotFound, ProviderError, SourceNotFound
+from wfe_core.errors import (
+    DefinitionNotFound,
+    LeaseLost,
+    NotFound,
+    ProviderError,
+    SourceNotFound,
+)
 from wfe_core.models import (
     FINISHED_STATUSES,
     Claim,
@@ -52,6 +58,9 @@ class SqlPersistence(PersistenceProvider):
         self._db = db
         self._dialect = db.dialect
         self._starts: Batcher[NewWorkflow, tuple[WorkflowRecord, bool]] = Batcher(self._create_many)
+        self._commits: Batcher[commits.PreparedCommit, commits.CommitResult] = Batcher(
+            self._commit_many
+        )
 
     @property
     def database(self) -> Database:
@@ -239,8 +248,22 @@ class SqlPersistence(PersistenceProvider):
         )
 
     async def commit(self, commit: StepCommit) -> WorkflowStatus:
-        """Apply one step transition atomically, fenced by ``(owner, token)``."""
+        """Apply one step transition atomically, fenced by ``(owner, token)``.
+
+        Commits that arrive together share a transaction (group commit, see
+        :mod:`wfe_sql.batching`): each is still all-or-nothing, as a fenced-off one
+        writes nothing. Commits that take event-key locks (new subscriptions, a
+        child's end) go alone, as those locks must come first in their transaction.
+        """
         prepared = commits.prepare_commit(commit)
+        if prepared.event_keys:
+            result = await self._commit_one(prepared)
+        else:
+            result = await self._commits.submit(prepared)
+        return result.status
+
+    async def _commit_one(self, prepared: commits.PreparedCommit) -> commits.CommitResult:
+        commit = prepared.commit
 
         async def work(conn: AsyncConnection) -> commits.CommitResult:
             started = time.monotonic_ns()
@@ -253,7 +276,42 @@ class SqlPersistence(PersistenceProvider):
         result = await self._db.write(f"commit a step of workflow {commit.workflow_id}", work)
         if _makes_work(commit, result) or result.woke:
             self._db.signal.set()
-        return result.status
+        return result
+
+    async def _commit_many(
+        self, batch: list[commits.PreparedCommit]
+    ) -> list[commits.CommitResult | BaseException]:
+        """One transaction for a batch of step commits. A fenced-off commit is that
+        item's ``LeaseLost`` (it wrote nothing); any other failure sends every commit
+        of the batch through a transaction of its own (each recognises, by its commit
+        id, whether an earlier try had landed)."""
+        if len(batch) == 1:
+            return [await _outcome(self._commit_one(batch[0]))]
+        # Row locks in id order, as other multi-row writers take them.
+        order = sorted(range(len(batch)), key=lambda i: batch[i].commit.workflow_id)
+
+        async def work(conn: AsyncConnection) -> list[commits.CommitResult | BaseException]:
+            started = time.monotonic_ns()
+            outcomes: list[commits.CommitResult | BaseException] = [LeaseLost("", 0)] * len(batch)
+            for i in order:
+                try:
+                    outcomes[i] = await commits.apply_commit(conn, self._dialect, batch[i])
+                except LeaseLost as exc:
+                    outcomes[i] = exc
+            done = [o for o in outcomes if isinstance(o, commits.CommitResult)]
+            if done:
+                self._db.observe_time(done[0].db_now, started)
+            if any(_woke(p.commit, o) for p, o in zip(batch, outcomes, strict=True)):
+                await self._dialect.notify_work(conn)
+            return outcomes
+
+        try:
+            outcomes = await self._db.write(f"commit {len(batch)} steps", work)
+        except ProviderError:
+            return [await _outcome(self._commit_one(p)) for p in batch]
+        if any(_woke(p.commit, o) for p, o in zip(batch, outcomes, strict=True)):
+            self._db.signal.set()
+        return outcomes
 
     async def set_status(
         self,
@@ -438,6 +496,13 @@ async def _outcome(call: Awaitable[T]) -> T | BaseException:
         return await call
     except Exception as exc:
         return exc
+
+
+def _woke(commit: StepCommit, outcome: commits.CommitResult | BaseException) -> bool:
+    """Whether a landed commit left work for a host (see :func:`_makes_work`)."""
+    if not isinstance(outcome, commits.CommitResult):
+        return False
+    return _makes_work(commit, outcome) or outcome.woke
 
 
 def _makes_work(commit: StepCommit, result: commits.CommitResult) -> bool:
