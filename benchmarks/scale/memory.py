@@ -92,8 +92,12 @@ async def confirm_waiting(url: str, client: WorkflowClient, ids: list[str], n: i
 
 
 async def publish_all(client: WorkflowClient, keys: list[str]) -> None:
+    last = time.monotonic()
     for at in range(0, len(keys), CHUNK):
         await asyncio.gather(*(client.publish_event("go", k) for k in keys[at : at + CHUNK]))
+        if time.monotonic() - last > 5:
+            say(f"  published {min(at + CHUNK, len(keys))}/{len(keys)} events")
+            last = time.monotonic()
 
 
 def sample(pid: int, label: str) -> tuple[float, float]:

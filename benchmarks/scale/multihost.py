@@ -148,6 +148,8 @@ async def measure(url: str, hosts: int, n: int, timeout: float, log_dir: Path) -
     result = {
         "wall_s": round(wall, 3),
         "enqueue_s": round(enqueue_s, 3),
+        # The client enqueues at a bounded rate: what the hosts took past its last start.
+        "after_enqueue_s": round(wall - enqueue_s, 3),
         "throughput": round(n / wall, 1),
         "completed": sum(r["completed"] for r in reports),
         "per_host_completed": [r["completed"] for r in reports],
