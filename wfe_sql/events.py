@@ -39,11 +39,14 @@ async def wake_subscribers(conn: AsyncConnection, event: Event) -> int:
         subscriptions.c.event_key == event.key,
         subscriptions.c.as_of <= event.event_time,
     )
-    stmt = (
-        sa.update(workflows)
+    # Row locks in id order (PostgreSQL), as group commits and renewals take theirs.
+    woken = (
+        sa.select(workflows.c.id)
         .where(workflows.c.status == RUNNABLE_SQL, workflows.c.id.in_(subscribed))
-        .values(next_execution=0)
+        .order_by(workflows.c.id)
+        .with_for_update()
     )
+    stmt = sa.update(workflows).where(workflows.c.id.in_(woken)).values(next_execution=0)
     return (await conn.execute(stmt)).rowcount
 
 

@@ -106,6 +106,21 @@ async def claim_due(
     ]
 
 
+def _held_in_id_order(dialect: SqlDialect) -> sa.Select[Any]:
+    """The rows of the bound ``ids`` still leased by ``owner``, locked in id order
+    (PostgreSQL; SQLite has no row locks): group commits lock theirs in the same order,
+    so a renewal and a commit of the same host never deadlock."""
+    return (
+        sa.select(workflows.c.id)
+        .where(
+            workflows.c.lease_owner == sa.bindparam("owner"),
+            dialect.in_values(workflows.c.id, "ids"),
+        )
+        .order_by(workflows.c.id)
+        .with_for_update()
+    )
+
+
 async def renew_leases(
     conn: AsyncConnection, dialect: SqlDialect, claims: Sequence[Claim], lease_ms: int
 ) -> list[Claim]:
@@ -122,10 +137,7 @@ async def renew_leases(
             "renew_leases",
             lambda: (
                 sa.update(workflows)
-                .where(
-                    workflows.c.lease_owner == sa.bindparam("owner"),
-                    dialect.in_values(workflows.c.id, "ids"),
-                )
+                .where(workflows.c.id.in_(_held_in_id_order(dialect)))
                 .values(lease_expires_at=now + sa.bindparam("lease_ms", type_=sa.BigInteger))
                 .returning(
                     workflows.c.id,
