@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -95,27 +95,14 @@ class SqlPersistence(PersistenceProvider):
     async def _create_many(
         self, news: list[NewWorkflow]
     ) -> list[tuple[WorkflowRecord, bool] | BaseException]:
-        """One transaction for a batch of plain starts; if it fails, each start is
-        tried alone, so that only a start that cannot be made fails."""
+        """One transaction for a batch of plain starts; if it fails for a reason other
+        than an unwell database, each start is tried alone, so that only a start that
+        cannot be made fails."""
         if len(news) == 1:
             return [await _outcome(self.create_one(news[0]))]
-        digests = sorted({n.source_digest for n in news if n.source_digest is not None})
 
         async def work(conn: AsyncConnection) -> list[tuple[WorkflowRecord, bool]]:
-            started = time.monotonic_ns()
-            for digest in digests:
-                if not await definitions.source_exists(conn, digest):
-                    raise SourceNotFound(digest)
-            made = await workflows.insert_workflows(conn, self._dialect, news)
-            self._db.observe_time(made[0].create_time, started)
-            for new in news:
-                if new.pointers:
-                    await workflows.insert_pointers(
-                        conn, [rows.pointer_values(new.id, p) for p in new.pointers], 0
-                    )
-            if any(n.next_execution is not None for n in news):
-                await self._dialect.notify_work(conn)
-            return [(record, True) for record in made]
+            return [(record, True) for record in await self._insert_batch(conn, news)]
 
         async def landed(conn: AsyncConnection) -> list[tuple[WorkflowRecord, bool]] | None:
             found = await workflows.select_workflows_by_id(
@@ -128,11 +115,29 @@ class SqlPersistence(PersistenceProvider):
 
         try:
             made = await self._db.write(f"create {len(news)} workflows", work, reconcile=landed)
-        except (ProviderError, SourceNotFound):
-            return [await _outcome(self.create_one(new)) for new in news]
+        except (ProviderError, SourceNotFound) as exc:
+            return await _each_alone(exc, news, self.create_one)
         if any(n.next_execution is not None for n in news):
             self._db.signal.set()
         return list(made)
+
+    async def _insert_batch(
+        self, conn: AsyncConnection, news: list[NewWorkflow]
+    ) -> list[WorkflowRecord]:
+        started = time.monotonic_ns()
+        for digest in sorted({n.source_digest for n in news if n.source_digest is not None}):
+            if not await definitions.source_exists(conn, digest):
+                raise SourceNotFound(digest)
+        made = await workflows.insert_workflows(conn, self._dialect, news)
+        self._db.observe_time(made[0].create_time, started)
+        for new in news:
+            if new.pointers:
+                await workflows.insert_pointers(
+                    conn, [rows.pointer_values(new.id, p) for p in new.pointers], 0
+                )
+        if any(n.next_execution is not None for n in news):
+            await self._dialect.notify_work(conn)
+        return made
 
     async def create_one(self, new: NewWorkflow) -> tuple[WorkflowRecord, bool]:
         """One start in a transaction of its own: insert the workflow and its first
@@ -282,9 +287,10 @@ class SqlPersistence(PersistenceProvider):
         self, batch: list[commits.PreparedCommit]
     ) -> list[commits.CommitResult | BaseException]:
         """One transaction for a batch of step commits. A fenced-off commit is that
-        item's ``LeaseLost`` (it wrote nothing); any other failure sends every commit
-        of the batch through a transaction of its own (each recognises, by its commit
-        id, whether an earlier try had landed)."""
+        item's ``LeaseLost`` (it wrote nothing). A failure that retries could not cure
+        is every item's; any other (a commit the store refuses) sends every commit of
+        the batch through a transaction of its own, so only the refused one fails
+        (each recognises, by its commit id, whether an earlier try had landed)."""
         if len(batch) == 1:
             return [await _outcome(self._commit_one(batch[0]))]
         # Row locks in id order, as other multi-row writers take them.
@@ -307,8 +313,8 @@ class SqlPersistence(PersistenceProvider):
 
         try:
             outcomes = await self._db.write(f"commit {len(batch)} steps", work)
-        except ProviderError:
-            return [await _outcome(self._commit_one(p)) for p in batch]
+        except ProviderError as exc:
+            return await _each_alone(exc, batch, self._commit_one)
         if any(_woke(p.commit, o) for p, o in zip(batch, outcomes, strict=True)):
             self._db.signal.set()
         return outcomes
@@ -496,6 +502,20 @@ async def _outcome(call: Awaitable[T]) -> T | BaseException:
         return await call
     except Exception as exc:
         return exc
+
+
+Item = TypeVar("Item")
+
+
+async def _each_alone(
+    exc: Exception, items: list[Item], one: Callable[[Item], Awaitable[T]]
+) -> list[T | BaseException]:
+    """After a batch failed: the failure is every item's if the database is unwell
+    (retries could not cure it; trying each alone would only take longer), else each
+    item runs alone, so that only the one the store refuses fails."""
+    if isinstance(exc, ProviderError) and exc.transient:
+        return [exc] * len(items)
+    return [await _outcome(one(item)) for item in items]
 
 
 def _woke(commit: StepCommit, outcome: commits.CommitResult | BaseException) -> bool:

@@ -363,3 +363,32 @@ async def test_load_states_reads_a_batch_of_claims_and_leaves_stale_ones_out(
         assert states[claim.workflow_id] == await store.load_state(claim)
     assert states[claims[0].workflow_id].subscriptions == [sub]
     assert await store.load_states([]) == {}
+
+
+async def test_concurrent_commits_land_each_and_a_refused_one_fails_alone(
+    backend: Backend,
+) -> None:
+    store = backend.persistence
+    records = [await create(backend) for _ in range(12)]
+    claims = {c.workflow_id: c for c in await backend.queue.claim("host-a", 20, 60, ELIGIBLE)}
+    assert set(claims) == {r.id for r in records}
+    bad_id = records[5].id
+    commits = [
+        commit_for(
+            claims[r.id],
+            data=json.dumps({"i": i}),
+            # Updating a pointer that was never stored is refused by the store.
+            updated_pointers=[pointer(new_id("ghost-"), 0)] if r.id == bad_id else [],
+        )
+        for i, r in enumerate(records)
+    ]
+    outcomes = await asyncio.gather(*(store.commit(c) for c in commits), return_exceptions=True)
+
+    for i, (record, outcome) in enumerate(zip(records, outcomes, strict=True)):
+        stored = await store.get_workflow(record.id)
+        if record.id == bad_id:
+            assert isinstance(outcome, WorkflowError)
+            assert json.loads(stored.data) == json.loads(record.data)  # nothing written
+        else:
+            assert outcome is WorkflowStatus.RUNNABLE
+            assert json.loads(stored.data) == {"i": i}
