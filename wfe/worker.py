@@ -301,15 +301,26 @@ class Worker:
                 "run of workflow %s failed; it will be retried after its lease", claim.workflow_id
             )
         finally:
-            self._forget(run)
-            self.backend.queue.wake()
+            if self._forget(run):
+                self.backend.queue.wake()
 
-    def _forget(self, run: WorkflowRun) -> None:
+    def _forget(self, run: WorkflowRun) -> bool:
+        """Drop a finished run; returns whether the poller should look for work now:
+        when this run's slot was what kept it from claiming (all slots taken, a suspect
+        running alone, runs draining for one). Otherwise a wake-up would only cost an
+        empty claim."""
         entry = self.runs.get(run.workflow_id)
-        if entry is not None and entry[0] is run:
-            del self.runs[run.workflow_id]
-            if self._suspect == run.workflow_id:
-                self._suspect = None
+        if entry is None or entry[0] is not run:
+            return False
+        blocked = (
+            len(self.runs) >= self.options.max_concurrent_workflows
+            or self._suspect is not None
+            or self._draining
+        )
+        del self.runs[run.workflow_id]
+        if self._suspect == run.workflow_id:
+            self._suspect = None
+        return blocked
 
     async def _release(self, claim: Claim) -> None:
         try:

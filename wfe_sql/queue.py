@@ -26,10 +26,8 @@ def _ms(seconds: float) -> int:
     return max(int(seconds * 1000), 0)
 
 
-def due_candidates(
-    dialect: SqlDialect, limit: int, eligible: Sequence[tuple[str, int]]
-) -> sa.Select[Any]:
-    """Ids of up to ``limit`` due, unleased workflows of the eligible pairs, earliest
+def due_candidates(dialect: SqlDialect, eligible: Sequence[tuple[str, int]]) -> sa.Select[Any]:
+    """Ids of up to ``:limit`` due, unleased workflows of the eligible pairs, earliest
     due first; uses ix_wfe_workflows_due (an expired lease counts as free)."""
     now = dialect.now_ms()
     return dialect.lock_candidates(
@@ -41,43 +39,43 @@ def due_candidates(
             sa.tuple_(workflows.c.definition_id, workflows.c.version).in_(list(eligible)),
         )
         .order_by(workflows.c.next_execution)
-        .limit(limit)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
     )
 
 
-def claim_statement(
-    dialect: SqlDialect,
-    owner: str,
-    limit: int,
-    lease_ms: int,
-    eligible: Sequence[tuple[str, int]],
-) -> sa.Update:
-    """Claim up to ``limit`` due workflows whose lease is free; uses ix_wfe_workflows_due.
+def claim_statement(dialect: SqlDialect, eligible: Sequence[tuple[str, int]]) -> sa.Update:
+    """Claim up to ``:limit`` due workflows whose lease is free for ``:owner``, for
+    ``:lease_ms``; uses ix_wfe_workflows_due. Built once per set of eligible pairs
+    (a host's set changes only when it registers a definition).
 
     Each claimed row gets a new token (+1); taking over a lease that was never released
     (its holder died) also counts a recovery.
     """
-    now = dialect.now_ms()
-    candidates = due_candidates(dialect, limit, eligible).scalar_subquery()
-    return (
-        sa.update(workflows)
-        .where(workflows.c.id.in_(candidates))
-        .values(
-            lease_owner=owner,
-            lease_token=workflows.c.lease_token + 1,
-            lease_expires_at=now + lease_ms,
-            recoveries=workflows.c.recoveries
-            + sa.case((workflows.c.lease_owner.is_not(None), 1), else_=0),
+
+    def build() -> sa.Update:
+        now = dialect.now_ms()
+        candidates = due_candidates(dialect, eligible).scalar_subquery()
+        return (
+            sa.update(workflows)
+            .where(workflows.c.id.in_(candidates))
+            .values(
+                lease_owner=sa.bindparam("owner", type_=sa.Text),
+                lease_token=workflows.c.lease_token + 1,
+                lease_expires_at=now + sa.bindparam("lease_ms", type_=sa.BigInteger),
+                recoveries=workflows.c.recoveries
+                + sa.case((workflows.c.lease_owner.is_not(None), 1), else_=0),
+            )
+            .returning(
+                workflows.c.id,
+                workflows.c.lease_token,
+                workflows.c.lease_expires_at,
+                workflows.c.recoveries,
+                workflows.c.next_execution,
+                now.label("db_now"),
+            )
         )
-        .returning(
-            workflows.c.id,
-            workflows.c.lease_token,
-            workflows.c.lease_expires_at,
-            workflows.c.recoveries,
-            workflows.c.next_execution,
-            now.label("db_now"),
-        )
-    )
+
+    return prepared(dialect, ("claim", tuple(sorted(eligible))), build)
 
 
 async def claim_due(
@@ -89,7 +87,8 @@ async def claim_due(
     eligible: Sequence[tuple[str, int]],
 ) -> list[Claim]:
     """Run :func:`claim_statement` and return the claims, oldest due first."""
-    result = await conn.execute(claim_statement(dialect, owner, limit, lease_ms, eligible))
+    params = {"owner": owner, "limit": limit, "lease_ms": lease_ms}
+    result = await conn.execute(claim_statement(dialect, eligible), params)
     # RETURNING follows no ORDER BY: the rows come back in whatever order they were
     # updated (on PostgreSQL, not the candidates' order).
     claimed = sorted(result, key=lambda row: row.next_execution)
