@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -49,6 +50,11 @@ ID_CHUNK = 500
 
 
 T = TypeVar("T")
+
+BATCH_BUDGET = 0.05
+"""Seconds after which a group-commit transaction takes no more step commits: on SQLite
+the write lock (and, with the driver on the loop's thread, the loop) is held for the
+whole transaction, so a batch must stay well inside a lease's renewal interval."""
 
 
 class SqlPersistence(PersistenceProvider):
@@ -286,38 +292,58 @@ class SqlPersistence(PersistenceProvider):
     async def _commit_many(
         self, batch: list[commits.PreparedCommit]
     ) -> list[commits.CommitResult | BaseException]:
-        """One transaction for a batch of step commits. A fenced-off commit is that
-        item's ``LeaseLost`` (it wrote nothing). A failure that retries could not cure
-        is every item's; any other (a commit the store refuses) sends every commit of
-        the batch through a transaction of its own, so only the refused one fails
-        (each recognises, by its commit id, whether an earlier try had landed)."""
+        """Step commits together, in transactions of at most :data:`BATCH_BUDGET`
+        seconds each (so lease renewals, which go first at the write gate, never wait
+        long behind a batch, even of slow commits). A fenced-off commit is that item's
+        ``LeaseLost`` (it wrote nothing). A failure that retries could not cure is every
+        remaining item's; any other (a commit the store refuses) sends each remaining
+        commit through a transaction of its own, so only the refused one fails (each
+        recognises, by its commit id, whether an earlier try had landed)."""
         if len(batch) == 1:
             return [await _outcome(self._commit_one(batch[0]))]
         # Row locks in id order, as other multi-row writers take them.
-        order = sorted(range(len(batch)), key=lambda i: batch[i].commit.workflow_id)
-
-        async def work(conn: AsyncConnection) -> list[commits.CommitResult | BaseException]:
-            started = time.monotonic_ns()
-            outcomes: list[commits.CommitResult | BaseException] = [LeaseLost("", 0)] * len(batch)
-            for i in order:
-                try:
-                    outcomes[i] = await commits.apply_commit(conn, self._dialect, batch[i])
-                except LeaseLost as exc:
-                    outcomes[i] = exc
-            done = [o for o in outcomes if isinstance(o, commits.CommitResult)]
-            if done:
-                self._db.observe_time(done[0].db_now, started)
-            if any(_woke(p.commit, o) for p, o in zip(batch, outcomes, strict=True)):
-                await self._dialect.notify_work(conn)
-            return outcomes
-
-        try:
-            outcomes = await self._db.write(f"commit {len(batch)} steps", work)
-        except ProviderError as exc:
-            return await _each_alone(exc, batch, self._commit_one)
-        if any(_woke(p.commit, o) for p, o in zip(batch, outcomes, strict=True)):
+        pending = sorted(range(len(batch)), key=lambda i: batch[i].commit.workflow_id)
+        outcomes: dict[int, commits.CommitResult | BaseException] = {}
+        while pending:
+            items = [batch[i] for i in pending]
+            try:
+                done = await self._db.write(
+                    f"commit {len(items)} steps",
+                    lambda conn, items=items: self._commit_chunk(conn, items),  # type: ignore[misc]
+                )
+            except ProviderError as exc:
+                rest = await _each_alone(exc, items, self._commit_one)
+                outcomes.update(zip(pending, rest, strict=True))
+                break
+            outcomes.update(zip(pending, done, strict=False))
+            pending = pending[len(done) :]
+            if pending:
+                await asyncio.sleep(0)  # a renewal due now gets in line at the gate first
+        results = [outcomes[i] for i in range(len(batch))]
+        if any(_woke(p.commit, o) for p, o in zip(batch, results, strict=True)):
             self._db.signal.set()
-        return outcomes
+        return results
+
+    async def _commit_chunk(
+        self, conn: AsyncConnection, items: list[commits.PreparedCommit]
+    ) -> list[commits.CommitResult | BaseException]:
+        """Apply commits in order until the time budget is spent (at least one);
+        returns the outcomes of those it applied."""
+        started, clock = time.monotonic_ns(), time.monotonic()
+        done: list[commits.CommitResult | BaseException] = []
+        for item in items:
+            try:
+                done.append(await commits.apply_commit(conn, self._dialect, item))
+            except LeaseLost as exc:
+                done.append(exc)
+            if time.monotonic() - clock > BATCH_BUDGET:
+                break
+        landed = [o for o in done if isinstance(o, commits.CommitResult)]
+        if landed:
+            self._db.observe_time(landed[0].db_now, started)
+        if any(_woke(p.commit, o) for p, o in zip(items, done, strict=False)):
+            await self._dialect.notify_work(conn)
+        return done
 
     async def set_status(
         self,
