@@ -45,8 +45,8 @@ from wfe_sql.queue import SqlQueue
 from wfe_sql.search import SqlSearchIndex
 
 ID_CHUNK = 500
-"""Ids per statement in batched reads (SQLite allows 32,766 parameters; PostgreSQL
-65,535; smaller chunks keep each read short)."""
+"""Ids per batched read: they travel as one parameter (see ``SqlDialect.in_values``),
+so this only keeps each read, and the rows it returns, short."""
 
 
 T = TypeVar("T")
@@ -274,20 +274,17 @@ class SqlPersistence(PersistenceProvider):
         return result.status
 
     async def _commit_one(self, prepared: commits.PreparedCommit) -> commits.CommitResult:
+        """One step commit in a transaction of its own (a chunk of one)."""
         commit = prepared.commit
-
-        async def work(conn: AsyncConnection) -> commits.CommitResult:
-            started = time.monotonic_ns()
-            result = await commits.apply_commit(conn, self._dialect, prepared)
-            self._db.observe_time(result.db_now, started)
-            if _makes_work(commit, result) or result.woke:
-                await self._dialect.notify_work(conn)
-            return result
-
-        result = await self._db.write(f"commit a step of workflow {commit.workflow_id}", work)
-        if _makes_work(commit, result) or result.woke:
+        [outcome] = await self._db.write(
+            f"commit a step of workflow {commit.workflow_id}",
+            lambda conn: self._commit_chunk(conn, [prepared]),
+        )
+        if isinstance(outcome, BaseException):
+            raise outcome  # LeaseLost: fenced off, nothing written
+        if _woke(commit, outcome):
             self._db.signal.set()
-        return result
+        return outcome
 
     async def _commit_many(
         self, batch: list[commits.PreparedCommit]

@@ -92,17 +92,20 @@ async def claim_due(
     # RETURNING follows no ORDER BY: the rows come back in whatever order they were
     # updated (on PostgreSQL, not the candidates' order).
     claimed = sorted(result, key=lambda row: row.next_execution)
-    return [
-        Claim(
-            workflow_id=row.id,
-            owner=owner,
-            token=row.lease_token,
-            expires_at=row.lease_expires_at,
-            db_now=row.db_now,
-            recoveries=row.recoveries,
-        )
-        for row in claimed
-    ]
+    return [_claim_of(row, owner) for row in claimed]
+
+
+def _claim_of(row: Any, owner: str) -> Claim:
+    """The claim a leased row (id, lease_token, lease_expires_at, recoveries, db_now)
+    stands for."""
+    return Claim(
+        workflow_id=row.id,
+        owner=owner,
+        token=row.lease_token,
+        expires_at=row.lease_expires_at,
+        db_now=row.db_now,
+        recoveries=row.recoveries,
+    )
 
 
 def _held_in_id_order(dialect: SqlDialect) -> sa.Select[Any]:
@@ -152,18 +155,8 @@ async def renew_leases(
             claim = held[row.id]
             # The same owner under a newer token is a later claim of ours: this one is
             # stale (extending the row is harmless: we do hold it).
-            if row.lease_token != claim.token:
-                continue
-            renewed.append(
-                Claim(
-                    workflow_id=claim.workflow_id,
-                    owner=owner,
-                    token=claim.token,
-                    expires_at=row.lease_expires_at,
-                    db_now=row.db_now,
-                    recoveries=row.recoveries,
-                )
-            )
+            if row.lease_token == claim.token:
+                renewed.append(_claim_of(row, owner))
     return renewed
 
 
