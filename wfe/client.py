@@ -156,9 +156,8 @@ class WorkflowClient:
             parent_id=parent_id,
             source_digest=source_digest,
         )
-        record, created = await self.backend.persistence.create_workflow(new)
+        record, created = await self._create(new)
         if created:
-            self.backend.queue.wake()
             self._lifecycle.publish(
                 ev.WorkflowStarted(
                     workflow_id=record.id,
@@ -168,6 +167,13 @@ class WorkflowClient:
                 )
             )
         return record.id
+
+    async def _create(self, new: NewWorkflow) -> tuple[WorkflowRecord, bool]:
+        """Store the new workflow and wake the hosts that may claim it."""
+        record, created = await self.backend.persistence.create_workflow(new)
+        if created:
+            self.backend.queue.wake()
+        return record, created
 
     async def _resolve_start(
         self, definition_id: str, version: int | None

@@ -9,7 +9,7 @@ reads, in chunks, the finished records of every id waited for:
 * a new waiter's id at once (with its full record: an unknown id fails with
   ``NotFound`` straight away),
 * a workflow this process has just finished needs no read: the host hands its
-  record over,
+  record over (and one it started and runs itself needs no first read either),
 * every other id every ``interval``, growing from ``first_interval`` to
   ``max_interval`` while nothing finishes (another host may finish them).
 """
@@ -19,12 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 
 from wfe_core.errors import NotFound, ShuttingDown
 from wfe_core.models import FINISHED_STATUSES, WorkflowRecord
 from wfe_core.ports import PersistenceProvider
 
 log = logging.getLogger("wfe.client")
+
+EXPECTED_LIMIT = 10_000
+"""Ids of workflows this process started and runs that are remembered as existing and
+unfinished (the oldest forgotten first: forgetting one only costs its waiter a read)."""
 
 
 class CompletionWatcher:
@@ -42,6 +47,8 @@ class CompletionWatcher:
         self._max_interval = max_interval
         self._waiters: dict[str, list[asyncio.Future[WorkflowRecord]]] = {}
         self._new: set[str] = set()  # not read yet: existence unknown
+        self._expected: OrderedDict[str, None] = OrderedDict()  # see expect()
+        self._hurry = False  # a waiter came in: sweep soon
         self._poller: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._closed = False
@@ -59,7 +66,10 @@ class CompletionWatcher:
             raise ShuttingDown("the client is closed")
         future: asyncio.Future[WorkflowRecord] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(workflow_id, []).append(future)
-        self._new.add(workflow_id)
+        if workflow_id in self._expected:
+            self._hurry = True
+        else:
+            self._new.add(workflow_id)
         self._kick()
         try:
             async with asyncio.timeout(max(seconds, 0.0)):
@@ -67,8 +77,17 @@ class CompletionWatcher:
         finally:
             self._forget(workflow_id, future)
 
+    def expect(self, workflow_id: str) -> None:
+        """A workflow this process created and runs: it exists and is not finished, so
+        its waiters need no first read. Its end comes through :meth:`finished` (or
+        a sweep, should another host finish it)."""
+        self._expected[workflow_id] = None
+        if len(self._expected) > EXPECTED_LIMIT:
+            self._expected.popitem(last=False)
+
     def finished(self, record: WorkflowRecord) -> None:
         """A workflow finished in this process: its waiters get the record at once."""
+        self._expected.pop(record.id, None)
         if record.id in self._waiters:
             self._settle(record.id, record)
 
@@ -107,7 +126,8 @@ class CompletionWatcher:
         while self._waiters:
             wake.clear()
             new, self._new = self._new, set()
-            if new:
+            if new or self._hurry:
+                self._hurry = False
                 interval = self._first_interval
                 next_sweep = min(next_sweep, loop.time() + interval)
             sweep = loop.time() >= next_sweep

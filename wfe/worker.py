@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from wfe.owners import owner_name
 from wfe_core.errors import LeaseLost, ProviderError
 from wfe_core.executor.run import Resolver, RunServices, WorkflowRun
-from wfe_core.models import Claim, WorkflowState
+from wfe_core.models import Claim, StartLease, WorkflowRecord, WorkflowState
 from wfe_core.ports import Backend
 
 log = logging.getLogger("wfe.host")
@@ -65,6 +65,7 @@ class Worker:
         self._poller: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._claiming = False
+        self._reserved = 0  # slots held for workflows being started leased to this host
         self._timers: list[asyncio.TimerHandle] = []
         self._states: dict[str, WorkflowState] = {}  # loaded with the last claim batch
         self._suspect: str | None = None  # a recovered workflow running alone
@@ -182,10 +183,9 @@ class Worker:
         queue = self.backend.queue
         while self._claiming:
             await self._refresh()
-            claims = await self._claim() if self._may_claim() else []
-            if claims:
-                await self._dispatch(claims)
-            if claims and len(claims) == self._batch_size():
+            limit = self._batch_size() if self._may_claim() else 0
+            claims = await self._claim_and_dispatch(limit) if limit else []
+            if claims and len(claims) == limit:
                 continue  # a full batch: there is probably more
             await queue.wait_for_work(self.options.poll_interval)
 
@@ -198,8 +198,37 @@ class Worker:
             # The poller must outlive it: claiming what it claimed before is still right.
             log.exception("refreshing the definitions to claim failed; keeping the last set")
 
+    def reserve(self, definition_id: str, version: int) -> StartLease | None:
+        """A lease to create a workflow of this definition with, holding a slot for it
+        until :meth:`adopt`; ``None`` when this host would not claim it now (stopping,
+        no free slot, a suspect running alone, or a definition it does not serve)."""
+        if (
+            not self._claiming
+            or self._suspect is not None
+            or self._draining
+            or self._batch_size() == 0
+            or (definition_id, version) not in self.eligible()
+        ):
+            return None
+        self._reserved += 1
+        return StartLease(owner=self.owner, seconds=self.options.lease)
+
+    async def adopt(self, record: WorkflowRecord | None) -> bool:
+        """Run a workflow created with a lease from :meth:`reserve` (frees that slot;
+        ``None``: the start failed). A fresh workflow needs no claim and no read: its
+        state is its record, with no pointers yet. Returns whether it runs here."""
+        self._reserved -= 1
+        claim = None if record is None else Claim.of_created(record)
+        if record is None or claim is None or claim.owner != self.owner:
+            return False  # not created leased to us: an earlier start with its key
+        if not self._claiming:
+            await self._release(claim)  # the stop began meanwhile: hand it on now
+            return False
+        self._spawn(claim, WorkflowState(record=record, pointers=[]))
+        return True
+
     def _batch_size(self) -> int:
-        free = self.options.max_concurrent_workflows - len(self.runs)
+        free = self.options.max_concurrent_workflows - len(self.runs) - self._reserved
         return max(0, min(free, self.options.claim_batch))
 
     def _may_claim(self) -> bool:
@@ -209,10 +238,22 @@ class Worker:
         self._draining = False
         return self._batch_size() > 0 and bool(self.eligible())
 
-    async def _claim(self) -> list[Claim]:
+    async def _claim_and_dispatch(self, limit: int) -> list[Claim]:
+        # The slots asked for stay reserved until the claims run, so that starts made
+        # meanwhile (see reserve) cannot take them too.
+        self._reserved += limit
+        try:
+            claims = await self._claim(limit)
+            if claims:
+                await self._dispatch(claims)
+            return claims
+        finally:
+            self._reserved -= limit
+
+    async def _claim(self, limit: int) -> list[Claim]:
         try:
             claims = await self.backend.queue.claim(
-                self.owner, self._batch_size(), self.options.lease, self.eligible()
+                self.owner, limit, self.options.lease, self.eligible()
             )
         except ProviderError as exc:
             log.warning("claiming failed, retrying after the poll interval: %s", exc)
@@ -266,11 +307,10 @@ class Worker:
         self._suspect = keep.workflow_id
         self._spawn(keep)
 
-    def _spawn(self, claim: Claim) -> None:
+    def _spawn(self, claim: Claim, state: WorkflowState | None = None) -> None:
         # A claim missing from the batch was lost meanwhile: its run finds out itself.
-        run = WorkflowRun(
-            claim, self.resolve, self.services, self._states.pop(claim.workflow_id, None)
-        )
+        state = state or self._states.pop(claim.workflow_id, None)
+        run = WorkflowRun(claim, self.resolve, self.services, state)
         task = asyncio.create_task(self._execute(run), name=f"wfe-run-{claim.workflow_id}")
         self.runs[claim.workflow_id] = (run, task)
         self._alive.add(task)

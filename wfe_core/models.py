@@ -174,6 +174,15 @@ class WorkflowState(BaseModel):
     subscriptions: list[EventSubscription] = Field(default_factory=list)
 
 
+class StartLease(BaseModel):
+    """Create a workflow already leased to ``owner`` for ``seconds``: the host that
+    starts it runs it at once, with no claim and no read (token 1, no recovery).
+    Should the host die first, the lease expires and any host recovers it."""
+
+    owner: str
+    seconds: float = Field(gt=0)
+
+
 class NewWorkflow(BaseModel):
     """A workflow to create, with its first pointers."""
 
@@ -189,6 +198,15 @@ class NewWorkflow(BaseModel):
     # The stored source (DefinitionSourceRecord) this workflow resumes against, for a
     # definition built from a text source; the store refuses a digest it does not hold.
     source_digest: str | None = None
+    # Only honoured when the workflow is created: a start that finds its idempotency
+    # key taken returns the existing workflow as it is.
+    lease: StartLease | None = None
+
+    @property
+    def awaits_claim(self) -> bool:
+        """Whether a host must claim it (so idle hosts are woken): it is due, and no
+        host leased it at its start."""
+        return self.next_execution is not None and self.lease is None
 
 
 class Event(BaseModel):
@@ -315,6 +333,20 @@ class Claim:
     expires_at: int  # database time, ms
     db_now: int  # database time when the claim was made, ms
     recoveries: int = 0
+
+    @classmethod
+    def of_created(cls, record: WorkflowRecord) -> Claim | None:
+        """The claim a workflow created with a :class:`StartLease` stands for, or
+        ``None`` when it was created unleased."""
+        if record.lease_owner is None or record.lease_expires_at is None:
+            return None
+        return cls(
+            workflow_id=record.id,
+            owner=record.lease_owner,
+            token=record.lease_token,
+            expires_at=record.lease_expires_at,
+            db_now=record.create_time,
+        )
 
 
 @dataclass(frozen=True)

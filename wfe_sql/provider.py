@@ -123,7 +123,7 @@ class SqlPersistence(PersistenceProvider):
             made = await self._db.write(f"create {len(news)} workflows", work, reconcile=landed)
         except (ProviderError, SourceNotFound) as exc:
             return await _each_alone(exc, news, self.create_one)
-        if any(n.next_execution is not None for n in news):
+        if any(n.awaits_claim for n in news):
             self._db.signal.set()
         return list(made)
 
@@ -141,7 +141,7 @@ class SqlPersistence(PersistenceProvider):
                 await workflows.insert_pointers(
                     conn, [rows.pointer_values(new.id, p) for p in new.pointers], 0
                 )
-        if any(n.next_execution is not None for n in news):
+        if any(n.awaits_claim for n in news):
             await self._dialect.notify_work(conn)
         return made
 
@@ -184,7 +184,7 @@ class SqlPersistence(PersistenceProvider):
                 return existing, False
             self._db.observe_time(record.create_time, started)
             await workflows.insert_pointers(conn, pointers, 0)
-            if new.next_execution is not None:
+            if new.awaits_claim:
                 await self._dialect.notify_work(conn)
             return record, True
 
@@ -194,7 +194,7 @@ class SqlPersistence(PersistenceProvider):
             return None if record is None else (record, True)
 
         record, created = await self._db.write(f"create workflow {new.id}", work, reconcile=landed)
-        if created and new.next_execution is not None:
+        if created and new.awaits_claim:
             self._db.signal.set()
         return record, created
 

@@ -31,6 +31,7 @@ _NEW_WORKFLOW_COLUMNS = (
     "status",
     "data",
     "next_execution",
+    "lease_owner",
     "lease_token",
     "recoveries",
     "parent_id",
@@ -41,6 +42,8 @@ _NEW_WORKFLOW_COLUMNS = (
 def _insert_workflow_statement(dialect: SqlDialect, keyed: bool) -> sa.Insert:
     values: dict[str, Any] = {name: sa.bindparam(name) for name in _NEW_WORKFLOW_COLUMNS}
     values["create_time"] = dialect.now_ms()
+    # NULL without a start lease (NULL + NULL), else due by the database clock.
+    values["lease_expires_at"] = dialect.now_ms() + sa.bindparam("lease_ms", type_=sa.BigInteger)
     stmt = (
         dialect.insert_ignore(workflows, values) if keyed else sa.insert(workflows).values(values)
     )
@@ -57,7 +60,9 @@ def _new_workflow_params(new: NewWorkflow) -> dict[str, Any]:
         "status": WorkflowStatus.RUNNABLE.value,
         "data": new.data,
         "next_execution": new.next_execution,
-        "lease_token": 0,
+        "lease_owner": None if new.lease is None else new.lease.owner,
+        "lease_ms": None if new.lease is None else max(int(new.lease.seconds * 1000), 1),
+        "lease_token": 0 if new.lease is None else 1,
         "recoveries": 0,
         "parent_id": new.parent_id,
         "source_digest": new.source_digest,

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from wfe_core.errors import LeaseLost
-from wfe_core.models import WorkflowStatus
+from wfe_core.models import Claim, StartLease, WorkflowStatus
 from wfe_core.ports.backend import Backend
 
 from .support import (
@@ -19,6 +19,7 @@ from .support import (
     claim_only,
     commit_for,
     create,
+    new_workflow,
 )
 
 # Long enough that a waiter still waiting when the test checks is not a slow machine.
@@ -89,6 +90,73 @@ async def test_concurrent_claimers_never_claim_one_workflow_twice(backend: Backe
         for claim in claims:
             record = await backend.persistence.get_workflow(claim.workflow_id)
             assert (record.lease_owner, record.lease_token) == (claim.owner, claim.token)
+
+
+async def test_a_workflow_started_with_a_lease_is_held_by_its_starter(backend: Backend) -> None:
+    store = backend.persistence
+    before = store.now_ms()
+
+    record = await create(backend, lease=StartLease(owner="host-a", seconds=LONG_LEASE))
+
+    claim = Claim.of_created(record)
+    assert claim is not None
+    assert (claim.owner, claim.token, claim.recoveries) == ("host-a", 1, 0)
+    assert before - CLOCK_SLACK_MS <= claim.db_now <= store.now_ms() + CLOCK_SLACK_MS
+    assert claim.expires_at - record.create_time == pytest.approx(LONG_LEASE * 1000, abs=1000)
+    assert await store.get_workflow(record.id) == record
+    assert await backend.queue.claim("host-b", 10, LONG_LEASE, ELIGIBLE) == []
+    assert [c.workflow_id for c in await backend.queue.renew([claim], LONG_LEASE)] == [record.id]
+    assert await store.commit(commit_for(claim, data='{"n": 1}')) is WorkflowStatus.RUNNABLE
+    assert Claim.of_created(await create(backend)) is None
+
+
+async def test_a_start_lease_its_owner_let_expire_is_recovered(backend: Backend) -> None:
+    store = backend.persistence
+    record = await create(backend, lease=StartLease(owner="host-a", seconds=SHORT_LEASE))
+    old = Claim.of_created(record)
+    assert old is not None
+
+    await asyncio.sleep(PAST_SHORT_LEASE)
+    new = await claim_only(backend, record.id, "host-b")
+
+    assert (new.token, new.recoveries) == (2, 1)  # its starter died holding it
+    with pytest.raises(LeaseLost):
+        await store.commit(commit_for(old, data="{}"))
+    assert await store.commit(commit_for(new, data="{}")) is WorkflowStatus.RUNNABLE
+
+
+async def test_a_start_lease_is_ignored_when_the_idempotency_key_is_taken(
+    backend: Backend,
+) -> None:
+    first = await create(backend, idempotency_key="order-7")
+
+    again, created = await backend.persistence.create_workflow(
+        new_workflow(idempotency_key="order-7", lease=StartLease(owner="host-a", seconds=30))
+    )
+
+    assert (again.id, created, again.lease_owner, again.lease_token) == (first.id, False, None, 0)
+    await claim_only(backend, first.id, "host-b")
+
+
+async def test_starts_made_together_keep_each_their_own_lease(backend: Backend) -> None:
+    leases = [
+        StartLease(owner=f"host-{i % 3}", seconds=LONG_LEASE) if i % 2 else None for i in range(20)
+    ]
+
+    made = await asyncio.gather(
+        *(
+            backend.persistence.create_workflow(new_workflow(pointers=[], lease=lease))
+            for lease in leases
+        )
+    )
+
+    for (record, created), lease in zip(made, leases, strict=True):
+        assert created
+        assert record.lease_owner == (None if lease is None else lease.owner)
+        assert record.lease_token == (0 if lease is None else 1)
+    claimed = await backend.queue.claim("host-x", 50, LONG_LEASE, ELIGIBLE)
+    unleased = {r.id for (r, _), lease in zip(made, leases, strict=True) if lease is None}
+    assert {c.workflow_id for c in claimed} == unleased
 
 
 async def test_an_expired_lease_is_recovered_by_another_host(backend: Backend) -> None:

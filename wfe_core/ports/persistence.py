@@ -45,6 +45,10 @@ class WorkflowStore(Protocol):
         else nothing is inserted and ``SourceNotFound`` is raised (unless the
         idempotency key is taken: its workflow is returned). Stored sources are never
         deleted, so the check cannot be undone by a concurrent writer.
+
+        With ``new.lease``, a created workflow is stored leased to its owner (token
+        1, expiry by the store's clock, as a claim would make it), and idle hosts
+        are not woken for it; :meth:`Claim.of_created` gives the claim.
         """
         ...
 

@@ -121,6 +121,10 @@ class MemoryPersistence(PersistenceProvider):
             parent_id=new.parent_id,
             source_digest=new.source_digest,
         )
+        if new.lease is not None:
+            record.lease_owner = new.lease.owner
+            record.lease_token = 1
+            record.lease_expires_at = now + max(int(new.lease.seconds * 1000), 1)
         s.workflows[new.id] = record
         s.sequence[new.id] = s.next_sequence()
         s.pointers[new.id] = {p.id: p for p in pointers}
@@ -128,7 +132,7 @@ class MemoryPersistence(PersistenceProvider):
         s.errors[new.id] = []
         if new.idempotency_key is not None:
             s.idempotency[new.idempotency_key] = new.id
-        if record.next_execution is not None:
+        if new.awaits_claim:
             s.wake()
         return copy_record(record), True
 
