@@ -41,13 +41,14 @@ from typing import Any
 import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.types import TypeEngine
 
 from wfe_postgres.listener import PostgresListener
 from wfe_sql.dialect import Listener
@@ -236,6 +237,16 @@ class PostgresDialect(OnConflictInserts):
 
     def values_param(self, values: Sequence[str]) -> Any:
         return list(values)
+
+    def rows_table(
+        self, name: str, columns: Sequence[tuple[str, TypeEngine[Any]]]
+    ) -> sa.FromClause:
+        """``jsonb_to_recordset(:name) AS name(column type, ...)``."""
+        return (
+            sa.func.jsonb_to_recordset(sa.cast(sa.bindparam(name, type_=sa.Text), JSONB))
+            .table_valued(*(sa.column(column, type_) for column, type_ in columns))
+            .render_derived(name=name, with_types=True)
+        )
 
     async def lock_event_keys(self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
         """``pg_advisory_xact_lock`` per (event name, key), released at commit."""

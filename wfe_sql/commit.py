@@ -175,7 +175,7 @@ def prepare_commit(commit: StepCommit) -> PreparedCommit:
     )
 
 
-def _workflow_changes(commit: StepCommit, commit_id: str) -> tuple[dict[str, Any], bool]:
+def workflow_changes(commit: StepCommit, commit_id: str) -> tuple[dict[str, Any], bool]:
     """The workflow-row assignments of a step commit (plain values) and whether it
     finishes the workflow (which also stamps the completion time: the commit's, else
     the database's)."""
@@ -234,7 +234,7 @@ async def update_workflow(
     the parent's id (so that only a child's finishing commit reads its row again).
     """
     commit = prepared_commit.commit
-    values, finishing = _workflow_changes(commit, prepared_commit.commit_id)
+    values, finishing = workflow_changes(commit, prepared_commit.commit_id)
     columns = tuple(sorted(values))
     stmt = prepared(
         dialect,

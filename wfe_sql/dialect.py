@@ -7,13 +7,21 @@ so shared code never tests a URL or a dialect name.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Insert, Select, Table
+from sqlalchemy import ColumnElement, FromClause, Insert, Select, Table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.types import TypeEngine
+
+
+def rows_param(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The parameter value of :meth:`SqlDialect.rows_table` for these rows (flags as
+    0/1: both databases read JSON numbers into integer columns)."""
+    return json.dumps(list(rows), separators=(",", ":"))
 
 
 class Listener(Protocol):
@@ -57,6 +65,12 @@ class SqlDialect(Protocol):
 
     def values_param(self, values: Sequence[str]) -> Any:
         """The parameter value of :meth:`in_values` for these values."""
+        ...
+
+    def rows_table(self, name: str, columns: Sequence[tuple[str, TypeEngine[Any]]]) -> FromClause:
+        """A table named ``name`` with these typed columns whose rows are bound to the
+        parameter ``name`` as one JSON array of objects (see :func:`rows_param`), so a
+        statement that joins it writes many rows, each with its own values, at once."""
         ...
 
     def insert_ignore(self, table: Table, values: Mapping[str, Any]) -> Insert:

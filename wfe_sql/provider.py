@@ -41,6 +41,7 @@ from wfe_sql.batching import Batcher
 from wfe_sql.database import Database, RetryPolicy
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.locks import SqlLock
+from wfe_sql.plain_commits import apply_plain_commits, is_plain
 from wfe_sql.queue import SqlQueue
 from wfe_sql.search import SqlSearchIndex
 
@@ -55,6 +56,11 @@ BATCH_BUDGET = 0.05
 """Seconds after which a group-commit transaction takes no more step commits: on SQLite
 the write lock (and, with the driver on the loop's thread, the loop) is held for the
 whole transaction, so a batch must stay well inside a lease's renewal interval."""
+
+
+PLAIN_RUN = 200
+"""Plain step commits written by one set of statements (see :mod:`wfe_sql.plain_commits`):
+enough to make the per-statement cost vanish, few enough that one statement stays short."""
 
 
 class SqlPersistence(PersistenceProvider):
@@ -328,11 +334,15 @@ class SqlPersistence(PersistenceProvider):
         returns the outcomes of those it applied."""
         started, clock = time.monotonic_ns(), time.monotonic()
         done: list[commits.CommitResult | BaseException] = []
-        for item in items:
-            try:
-                done.append(await commits.apply_commit(conn, self._dialect, item))
-            except LeaseLost as exc:
-                done.append(exc)
+        while len(done) < len(items):
+            plain = _plain_run(items[len(done) :])
+            if len(plain) > 1:
+                done += await apply_plain_commits(conn, self._dialect, plain)
+            else:
+                try:
+                    done.append(await commits.apply_commit(conn, self._dialect, items[len(done)]))
+                except LeaseLost as exc:
+                    done.append(exc)
             if time.monotonic() - clock > BATCH_BUDGET:
                 break
         landed = [o for o in done if isinstance(o, commits.CommitResult)]
@@ -517,6 +527,19 @@ async def _refusal(conn: AsyncConnection, new: NewWorkflow) -> Exception | None:
     if digest is not None and not await definitions.source_exists(conn, digest):
         return SourceNotFound(digest, new.definition_id, new.version)
     return None
+
+
+def _plain_run(items: list[commits.PreparedCommit]) -> list[commits.PreparedCommit]:
+    """The plain commits at the head of ``items`` (of distinct workflows, up to
+    :data:`PLAIN_RUN`), to apply together."""
+    run: list[commits.PreparedCommit] = []
+    seen: set[str] = set()
+    for item in items[:PLAIN_RUN]:
+        if not is_plain(item) or item.commit.workflow_id in seen:
+            break
+        seen.add(item.commit.workflow_id)
+        run.append(item)
+    return run
 
 
 async def _outcome(call: Awaitable[T]) -> T | BaseException:

@@ -40,6 +40,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.types import TypeEngine
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -179,6 +180,20 @@ class SqliteDialect(OnConflictInserts):
 
     def values_param(self, values: Sequence[str]) -> Any:
         return json.dumps(list(values))
+
+    def rows_table(
+        self, name: str, columns: Sequence[tuple[str, TypeEngine[Any]]]
+    ) -> sa.FromClause:
+        """``(SELECT json_extract(value, '$.column') AS column, ... FROM json_each(:name))``."""
+        each = sa.func.json_each(sa.bindparam(name, type_=sa.Text)).table_valued("value")
+        return sa.select(
+            *(
+                sa.type_coerce(sa.func.json_extract(each.c.value, f"$.{column}"), type_).label(
+                    column
+                )
+                for column, type_ in columns
+            )
+        ).subquery(name)
 
     async def lock_event_keys(self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
         """Nothing to do: write transactions already run one at a time."""

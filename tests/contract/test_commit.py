@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from wfe_core.models import (
     ExecutionError,
     ExecutionPointer,
     PointerStatus,
+    StepCommit,
     WorkflowStatus,
 )
 from wfe_core.ports.backend import Backend
@@ -379,6 +381,8 @@ async def test_concurrent_commits_land_each_and_a_refused_one_fails_alone(
             data=json.dumps({"i": i}),
             # Updating a pointer that was never stored is refused by the store.
             updated_pointers=[pointer(new_id("ghost-"), 0)] if r.id == bad_id else [],
+            has_parent=False,
+            has_subscriptions=False,
         )
         for i, r in enumerate(records)
     ]
@@ -392,3 +396,85 @@ async def test_concurrent_commits_land_each_and_a_refused_one_fails_alone(
         else:
             assert outcome is WorkflowStatus.RUNNABLE
             assert json.loads(stored.data) == {"i": i}
+
+
+async def test_commits_made_together_each_write_what_a_lone_commit_writes(
+    backend: Backend,
+) -> None:
+    """Group commits of every plain kind (finishing, failing, releasing, keeping a
+    suspension, fenced off) leave what the same commit leaves made alone."""
+    store = backend.persistence
+    kinds = ["complete", "fail", "release", "suspended", "fenced", "unchanged"]
+
+    async def setup() -> list[tuple[str, StepCommit]]:
+        made = []
+        for kind in kinds:
+            first = pointer(new_id("p-"), 0)
+            record = await create(backend, pointers=[first])
+            claim = await claim_only(backend, record.id)
+            if kind == "suspended":
+                await store.set_status(record.id, "suspend", RUNNABLE, WorkflowStatus.SUSPENDED)
+            done = first.model_copy(update={"status": PointerStatus.COMPLETE})
+            fields: dict[str, Any] = {
+                "data": json.dumps({"kind": kind}),
+                "updated_pointers": [done],
+                "new_pointers": [pointer(new_id("p-"), 1), pointer(new_id("p-"), 2)],
+                "next_execution": 0,
+                # What the executor says of a workflow with no parent and no
+                # subscriptions: the commits a busy host makes most.
+                "has_parent": False,
+                "has_subscriptions": False,
+            }
+            if kind == "complete":
+                fields.update(status=WorkflowStatus.COMPLETE, complete_time=123_456)
+            elif kind == "fail":
+                fields.update(status=WorkflowStatus.FAILED, error="step 0 failed")
+            elif kind == "release":
+                fields.update(release=True, next_execution=store.now_ms() + 60_000)
+            elif kind == "fenced":
+                claim = dataclasses.replace(claim, token=claim.token + 1)
+            elif kind == "unchanged":
+                fields.update(data=None, updated_pointers=[], new_pointers=[], next_execution=None)
+            made.append((record.id, commit_for(claim, **fields)))
+        return made
+
+    def outcome_of(result: object) -> object:
+        return type(result).__name__ if isinstance(result, BaseException) else result
+
+    async def stored(workflow_id: str) -> tuple[object, ...]:
+        record = await store.get_workflow(workflow_id)
+        kept = await store.get_pointers(workflow_id)
+        due = None if record.next_execution is None else record.next_execution > store.now_ms()
+        return (
+            record.status,
+            json.loads(record.data),
+            record.error,
+            due,
+            record.lease_owner,
+            record.complete_time == 123_456 if record.status is WorkflowStatus.COMPLETE else None,
+            record.complete_time is not None,
+            [(p.step_id, p.status) for p in kept],
+        )
+
+    alone = await setup()
+    alone_outcomes = [outcome_of(await _result(store.commit(c))) for _, c in alone]
+    together = await setup()
+    together_outcomes = [
+        outcome_of(o)
+        for o in await asyncio.gather(
+            *(store.commit(c) for _, c in together), return_exceptions=True
+        )
+    ]
+
+    assert together_outcomes == alone_outcomes
+    assert alone_outcomes[kinds.index("fenced")] == "LeaseLost"
+    assert alone_outcomes[kinds.index("suspended")] is WorkflowStatus.SUSPENDED
+    for (a, _), (t, _) in zip(alone, together, strict=True):
+        assert await stored(t) == await stored(a)
+
+
+async def _result(call: Any) -> object:
+    try:
+        return await call
+    except (Exception, LeaseLost) as exc:  # as gather(return_exceptions=True) returns them
+        return exc

@@ -1,0 +1,204 @@
+"""Many plain step commits in a handful of statements, whatever their number.
+
+A group commit (see :mod:`wfe_sql.batching`) that applied its commits one by one would
+still send two or three statements per step, each a round trip and, above all, a pass
+through SQLAlchemy's execution machinery: that was where a busy host spent its time.
+A *plain* commit writes only its workflow row and its pointers (no subscriptions,
+deliveries, errors or event-key locks, which are rarer and keep the one-by-one path of
+:func:`wfe_sql.commit.apply_commit`). Plain commits go together:
+
+1. one fenced ``UPDATE … FROM`` the batch's rows writes every workflow row whose
+   lease is still held, after locking them in id order (as renewals and other group
+   commits do, so they never deadlock), and returns those it wrote;
+2. the commits it did not write are looked up one by one (already landed, or
+   ``LeaseLost``: fenced off, nothing written);
+3. one ``UPDATE … FROM`` overwrites the updated pointers of the written commits and
+   one INSERT appends their new ones.
+
+Each commit stays all-or-nothing: a fenced-off one writes no pointer either, and a
+failure of any statement fails the transaction (the caller then tries each commit
+alone, see ``SqlPersistence._commit_many``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wfe_core.errors import LeaseLost, ProviderError
+from wfe_core.models import FINISHED_STATUSES, WorkflowStatus
+from wfe_sql import children
+from wfe_sql.commit import CommitResult, PreparedCommit, landed_commit, workflow_changes
+from wfe_sql.dialect import SqlDialect, rows_param
+from wfe_sql.schema import UNFINISHED_SQL, pointers, workflows
+from wfe_sql.statements import prepared
+from wfe_sql.workflows import append_pointers
+
+_COMMIT_COLUMNS: tuple[tuple[str, sa.types.TypeEngine[Any]], ...] = (
+    ("id", sa.Text()),
+    ("owner", sa.Text()),
+    ("token", sa.BigInteger()),
+    ("commit_id", sa.Text()),
+    ("data", sa.Text()),
+    ("error", sa.Text()),
+    ("status", sa.Text()),
+    ("next_execution", sa.BigInteger()),
+    ("complete_time", sa.BigInteger()),
+    ("finishing", sa.Integer()),
+    ("release", sa.Integer()),
+)
+
+_POINTER_COLUMNS: tuple[tuple[str, sa.types.TypeEngine[Any]], ...] = (
+    ("id", sa.Text()),
+    ("workflow_id", sa.Text()),
+    ("step_id", sa.Integer()),
+    ("step_name", sa.Text()),
+    ("status", sa.Text()),
+    ("body", sa.Text()),
+)
+
+
+def is_plain(item: PreparedCommit) -> bool:
+    """Whether the commit writes only its workflow row and pointers."""
+    commit = item.commit
+    return not (
+        item.event_keys
+        or commit.new_subscriptions
+        or commit.removed_subscriptions
+        or commit.delivered_events
+        or commit.errors
+        or commit.has_subscriptions
+    )
+
+
+def _update_rows_statement(dialect: SqlDialect) -> sa.Update:
+    """The fenced update of many workflow rows, each from its own row of ``:commits``.
+
+    A column a commit leaves alone comes as NULL and keeps its stored value (data,
+    error, status), as in :func:`wfe_sql.commit.update_workflow`.
+    """
+    now = dialect.now_ms()
+    v = dialect.rows_table("commits", _COMMIT_COLUMNS).c
+    w = workflows.c
+    locked = (
+        sa.select(w.id)
+        .where(dialect.in_values(w.id, "ids"))
+        .order_by(w.id)
+        .with_for_update()
+        .scalar_subquery()
+    )
+    releasing = v.release == 1
+    return (
+        sa.update(workflows)
+        .where(
+            w.id.in_(locked),
+            w.id == v.id,
+            w.lease_owner == v.owner,
+            w.lease_token == v.token,
+            sa.or_(*(w.status == status for status in UNFINISHED_SQL)),
+            w.last_commit.is_distinct_from(v.commit_id),
+        )
+        .values(
+            data=sa.func.coalesce(v.data, w.data),
+            error=sa.func.coalesce(v.error, w.error),
+            status=sa.func.coalesce(v.status, w.status),
+            next_execution=v.next_execution,
+            last_commit=v.commit_id,
+            recoveries=0,
+            complete_time=sa.case(
+                (v.finishing == 1, sa.func.coalesce(v.complete_time, now)),
+                else_=w.complete_time,
+            ),
+            lease_owner=sa.case((releasing, sa.null()), else_=w.lease_owner),
+            lease_expires_at=sa.case((releasing, sa.null()), else_=w.lease_expires_at),
+        )
+        .returning(w.id, w.status, now.label("db_now"), w.parent_id)
+    )
+
+
+def _update_pointers_statement(dialect: SqlDialect) -> sa.Update:
+    v = dialect.rows_table("pointers", _POINTER_COLUMNS).c
+    return (
+        sa.update(pointers)
+        .where(pointers.c.id == v.id, pointers.c.workflow_id == v.workflow_id)
+        .values(step_id=v.step_id, step_name=v.step_name, status=v.status, body=v.body)
+        .returning(pointers.c.id)
+    )
+
+
+def _commit_row(item: PreparedCommit) -> dict[str, Any]:
+    commit = item.commit
+    values, finishing = workflow_changes(commit, item.commit_id)
+    return {
+        "id": commit.workflow_id,
+        "owner": commit.owner,
+        "token": commit.token,
+        "commit_id": item.commit_id,
+        "data": values.get("data"),
+        "error": values.get("error"),
+        "status": values.get("status"),
+        "next_execution": values["next_execution"],
+        "complete_time": values.get("complete_time"),
+        "finishing": int(finishing),
+        "release": int("lease_owner" in values),
+    }
+
+
+async def apply_plain_commits(
+    conn: AsyncConnection, dialect: SqlDialect, items: Sequence[PreparedCommit]
+) -> list[CommitResult | BaseException]:
+    """Apply plain commits of distinct workflows, sorted by workflow id; their outcomes
+    in order (a fenced-off commit's is ``LeaseLost``).
+
+    Raises:
+        ProviderError: an updated pointer was never stored (nothing may be committed).
+    """
+    stmt = prepared(dialect, "update_workflows", lambda: _update_rows_statement(dialect))
+    params = {
+        "ids": dialect.values_param([item.commit.workflow_id for item in items]),
+        "commits": rows_param([_commit_row(item) for item in items]),
+    }
+    written = {row.id: row for row in await conn.execute(stmt, params)}
+    outcomes: list[CommitResult | BaseException] = []
+    for item in items:
+        row = written.get(item.commit.workflow_id)
+        if row is None:
+            landed = await landed_commit(conn, dialect, item)
+            outcomes.append(landed or LeaseLost(item.commit.workflow_id, item.commit.token))
+            continue
+        status = WorkflowStatus(row.status)
+        woke = False
+        if status in FINISHED_STATUSES and row.parent_id is not None:
+            # As apply_commit does for a parent it was not told of (has_parent unset).
+            woke = await children.publish_child_finished_of(conn, dialect, row.id) > 0
+        outcomes.append(
+            CommitResult(
+                status=status,
+                db_now=int(row.db_now),
+                due=item.commit.next_execution is not None,
+                woke=woke,
+            )
+        )
+    await _write_pointers(
+        conn, dialect, [item for item in items if item.commit.workflow_id in written]
+    )
+    return outcomes
+
+
+async def _write_pointers(
+    conn: AsyncConnection, dialect: SqlDialect, items: Sequence[PreparedCommit]
+) -> None:
+    updated = [values for item in items for values in item.updated_pointers]
+    if updated:
+        stmt = prepared(dialect, "update_pointers", lambda: _update_pointers_statement(dialect))
+        found = set((await conn.execute(stmt, {"pointers": rows_param(updated)})).scalars())
+        missing = [values for values in updated if values["id"] not in found]
+        if missing:
+            raise ProviderError(
+                f"cannot update unknown pointer {missing[0]['id']!r} of workflow "
+                f"{missing[0]['workflow_id']}"
+            )
+    await append_pointers(conn, dialect, [values for item in items for values in item.new_pointers])
