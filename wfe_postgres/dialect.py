@@ -187,6 +187,7 @@ class PostgresDialect(OnConflictInserts):
     """The PostgreSQL half of :class:`wfe_sql.dialect.SqlDialect`."""
 
     name = "postgresql"
+    locks_rows = True
     migration_batch_mode = False
     insert_construct = staticmethod(pg_insert)
 

@@ -39,6 +39,11 @@ class SqlDialect(Protocol):
     supports_notify: bool
     """True when work made due by another process wakes this one (LISTEN/NOTIFY)."""
 
+    locks_rows: bool
+    """True when concurrent writers lock single rows (PostgreSQL), so a statement that
+    writes many must lock them in a fixed order; False when a write transaction
+    excludes every other (SQLite)."""
+
     migration_batch_mode: bool
     """True when Alembic must rebuild tables to alter them (``render_as_batch``)."""
 

@@ -33,9 +33,14 @@ from wfe_core.models import FINISHED_STATUSES, WorkflowStatus
 from wfe_sql import children
 from wfe_sql.commit import CommitResult, PreparedCommit, landed_commit, workflow_changes
 from wfe_sql.dialect import SqlDialect, rows_param
-from wfe_sql.schema import UNFINISHED_SQL, pointers, workflows
+from wfe_sql.schema import pointers, workflows
 from wfe_sql.statements import prepared
 from wfe_sql.workflows import append_pointers
+
+_FINISHED_SQL = tuple(
+    sa.literal_column(f"'{status.value}'", type_=sa.Text)
+    for status in sorted(FINISHED_STATUSES, key=lambda status: status.value)
+)
 
 _COMMIT_COLUMNS: tuple[tuple[str, sa.types.TypeEngine[Any]], ...] = (
     ("id", sa.Text()),
@@ -83,24 +88,22 @@ def _update_rows_statement(dialect: SqlDialect) -> sa.Update:
     now = dialect.now_ms()
     v = dialect.rows_table("commits", _COMMIT_COLUMNS).c
     w = workflows.c
-    locked = (
-        sa.select(w.id)
-        .where(dialect.in_values(w.id, "ids"))
-        .order_by(w.id)
-        .with_for_update()
-        .scalar_subquery()
-    )
+    fence = [
+        w.id == v.id,
+        w.lease_owner == v.owner,
+        w.lease_token == v.token,
+        # Not "IN (unfinished)": SQLite would then drive the update from the status
+        # index, reading every unfinished workflow for each batch row.
+        w.status.not_in(_FINISHED_SQL),
+        w.last_commit.is_distinct_from(v.commit_id),
+    ]
+    if dialect.locks_rows:
+        locked = sa.select(w.id).where(dialect.in_values(w.id, "ids")).order_by(w.id)
+        fence.append(w.id.in_(locked.with_for_update().scalar_subquery()))
     releasing = v.release == 1
     return (
         sa.update(workflows)
-        .where(
-            w.id.in_(locked),
-            w.id == v.id,
-            w.lease_owner == v.owner,
-            w.lease_token == v.token,
-            sa.or_(*(w.status == status for status in UNFINISHED_SQL)),
-            w.last_commit.is_distinct_from(v.commit_id),
-        )
+        .where(*fence)
         .values(
             data=sa.func.coalesce(v.data, w.data),
             error=sa.func.coalesce(v.error, w.error),
@@ -157,10 +160,9 @@ async def apply_plain_commits(
         ProviderError: an updated pointer was never stored (nothing may be committed).
     """
     stmt = prepared(dialect, "update_workflows", lambda: _update_rows_statement(dialect))
-    params = {
-        "ids": dialect.values_param([item.commit.workflow_id for item in items]),
-        "commits": rows_param([_commit_row(item) for item in items]),
-    }
+    params = {"commits": rows_param([_commit_row(item) for item in items])}
+    if dialect.locks_rows:
+        params["ids"] = dialect.values_param([item.commit.workflow_id for item in items])
     written = {row.id: row for row in await conn.execute(stmt, params)}
     outcomes: list[CommitResult | BaseException] = []
     for item in items:

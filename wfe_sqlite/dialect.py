@@ -117,6 +117,7 @@ class SqliteDialect(OnConflictInserts):
 
     name = "sqlite"
     supports_notify = False
+    locks_rows = False
     insert_construct = staticmethod(sqlite_insert)
     migration_batch_mode = True
 
