@@ -263,12 +263,15 @@ class PostgresDialect(OnConflictInserts):
         """Nothing to hold: PostgreSQL runs write transactions concurrently."""
         return contextlib.nullcontext()
 
-    async def begin(self, conn: AsyncConnection, *, write: bool) -> None:
-        """READ COMMITTED for writes; REPEATABLE READ, READ ONLY for reads."""
+    async def begin(self, conn: AsyncConnection, *, write: bool, single: bool = False) -> None:
+        """READ COMMITTED for writes (autocommit for a single statement, which is a
+        transaction of its own); REPEATABLE READ, READ ONLY for reads."""
         if not write:
             await conn.execution_options(
                 isolation_level="REPEATABLE READ", postgresql_readonly=True
             )
+        elif single:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
         await conn.begin()
 
     def is_transient(self, exc: DBAPIError) -> bool:

@@ -169,6 +169,7 @@ class Database:
         urgent: bool = False,
         reconcile: Reconcile[T] | None = None,
         retry_for: float | None = None,
+        single: bool = False,
     ) -> T:
         """Run ``work`` in a write transaction: committed if it returns, else rolled back;
         run again when it fails transiently (see the module's notes on retries).
@@ -186,6 +187,10 @@ class Database:
                 a result other than ``None`` is returned instead of running ``work``.
             retry_for: start no new try after this many seconds (at most the
                 policy's ``max_elapsed``): for writes that are useless when late.
+            single: ``work`` sends one statement, atomic by itself, which the
+                dialect may run with no BEGIN and COMMIT (see ``SqlDialect.begin``);
+                its outcome is then unknown if it fails in flight, so ``reconcile``
+                is needed as for a COMMIT.
 
         Raises:
             ProviderError: the database failed, and retrying did not help (or cannot).
@@ -200,7 +205,9 @@ class Database:
                     self._connections.hold(urgent=urgent),
                 ):
                     return await uncancellable(
-                        self._transaction(work, write=True, attempts=attempts, reconcile=reconcile)
+                        self._transaction(
+                            work, write=True, attempts=attempts, reconcile=reconcile, single=single
+                        )
                     )
 
         return await self._retrying(what, attempt, retry_for)
@@ -241,18 +248,21 @@ class Database:
         write: bool,
         attempts: _Attempts | None = None,
         reconcile: Reconcile[T] | None = None,
+        single: bool = False,
     ) -> T:
         # Runs in a task of its own (see uncancellable): a statement is never
         # interrupted half-way, which would make SQLAlchemy invalidate the connection
         # and could leave SQLite holding the write lock for an unfinalized statement.
         conn = await self.engine.connect()
         try:
-            await self.dialect.begin(conn, write=write)
+            await self.dialect.begin(conn, write=write, single=single)
             if reconcile is not None and attempts is not None and attempts.unknown:
                 landed = await reconcile(conn)
                 if landed is not None:
                     logger.info("an earlier attempt to commit had landed; nothing to redo")
                     return landed
+            if single and attempts is not None:
+                attempts.committing = True  # the statement may commit by itself
             result = await work(conn)
             if write:
                 if attempts is not None:

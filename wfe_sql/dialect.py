@@ -115,8 +115,12 @@ class SqlDialect(Protocol):
         """
         ...
 
-    async def begin(self, conn: AsyncConnection, *, write: bool) -> None:
-        """Start a transaction on ``conn``: a write one takes the write lock up front."""
+    async def begin(self, conn: AsyncConnection, *, write: bool, single: bool = False) -> None:
+        """Start a transaction on ``conn``: a write one takes the write lock up front.
+
+        ``single``: the write is one statement, atomic by itself; a dialect may then
+        send no BEGIN and COMMIT (autocommit: one round trip rather than three).
+        """
         ...
 
     def is_transient(self, exc: DBAPIError) -> bool:

@@ -18,6 +18,11 @@ deliveries, errors or event-key locks, which are rarer and keep the one-by-one p
 Each commit stays all-or-nothing: a fenced-off one writes no pointer either, and a
 failure of any statement fails the transaction (the caller then tries each commit
 alone, see ``SqlPersistence._commit_many``).
+
+A statement cannot be cut short, so how many commits one set of statements takes is
+sized from what they have cost so far (:class:`RunSizer`): a group transaction stays
+within its time budget even when commits are slow (a slow disk, a trigger), and lease
+renewals never wait long behind it.
 """
 
 from __future__ import annotations
@@ -64,6 +69,41 @@ _POINTER_COLUMNS: tuple[tuple[str, sa.types.TypeEngine[Any]], ...] = (
     ("status", sa.Text()),
     ("body", sa.Text()),
 )
+
+
+class RunSizer:
+    """How many plain commits to write with one set of statements: as many as fit in
+    ``budget`` seconds at the cost per commit seen so far (a moving average of every
+    commit applied, together or alone), between 1 and ``most``; ``first`` until a
+    cost has been seen."""
+
+    def __init__(self, budget: float, most: int = 200, first: int = 8) -> None:
+        self._budget = budget
+        self._most = most
+        self._first = first
+        self._cost: float | None = None  # seconds per commit
+
+    def size(self) -> int:
+        if self._cost is None:
+            return self._first
+        return max(1, min(self._most, int(self._budget / max(self._cost, 1e-9))))
+
+    def observe(self, seconds: float, commits: int) -> None:
+        cost = seconds / max(commits, 1)
+        self._cost = cost if self._cost is None else (self._cost + cost) / 2
+
+
+def plain_run(items: Sequence[PreparedCommit], most: int) -> list[PreparedCommit]:
+    """The plain commits at the head of ``items``, of distinct workflows, at most
+    ``most``: those to apply together."""
+    run: list[PreparedCommit] = []
+    seen: set[str] = set()
+    for item in items[:most]:
+        if not is_plain(item) or item.commit.workflow_id in seen:
+            break
+        seen.add(item.commit.workflow_id)
+        run.append(item)
+    return run
 
 
 def is_plain(item: PreparedCommit) -> bool:
@@ -151,7 +191,9 @@ def _commit_row(item: PreparedCommit) -> dict[str, Any]:
 
 
 async def apply_plain_commits(
-    conn: AsyncConnection, dialect: SqlDialect, items: Sequence[PreparedCommit]
+    conn: AsyncConnection,
+    dialect: SqlDialect,
+    items: Sequence[PreparedCommit],
 ) -> list[CommitResult | BaseException]:
     """Apply plain commits of distinct workflows, sorted by workflow id; their outcomes
     in order (a fenced-off commit's is ``LeaseLost``).

@@ -41,7 +41,7 @@ from wfe_sql.batching import Batcher
 from wfe_sql.database import Database, RetryPolicy
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.locks import SqlLock
-from wfe_sql.plain_commits import apply_plain_commits, is_plain
+from wfe_sql.plain_commits import RunSizer, apply_plain_commits, plain_run
 from wfe_sql.queue import SqlQueue
 from wfe_sql.search import SqlSearchIndex
 
@@ -58,11 +58,6 @@ the write lock (and, with the driver on the loop's thread, the loop) is held for
 whole transaction, so a batch must stay well inside a lease's renewal interval."""
 
 
-PLAIN_RUN = 200
-"""Plain step commits written by one set of statements (see :mod:`wfe_sql.plain_commits`):
-enough to make the per-statement cost vanish, few enough that one statement stays short."""
-
-
 class SqlPersistence(PersistenceProvider):
     """Workflows, pointers, events and definitions in a SQL database."""
 
@@ -73,6 +68,7 @@ class SqlPersistence(PersistenceProvider):
         self._commits: Batcher[commits.PreparedCommit, commits.CommitResult] = Batcher(
             self._commit_many
         )
+        self._plain_size = RunSizer(BATCH_BUDGET)
 
     @property
     def database(self) -> Database:
@@ -199,7 +195,15 @@ class SqlPersistence(PersistenceProvider):
             record = await workflows.select_workflow(conn, new.id)
             return None if record is None else (record, True)
 
-        record, created = await self._db.write(f"create workflow {new.id}", work, reconcile=landed)
+        # A start nobody else needs to hear of, with nothing to check or add, is one
+        # INSERT: it needs no transaction around it.
+        single = (
+            not (new.parent_id or new.source_digest or new.idempotency_key or pointers)
+            and not new.awaits_claim
+        )
+        record, created = await self._db.write(
+            f"create workflow {new.id}", work, reconcile=landed, single=single
+        )
         if created and new.awaits_claim:
             self._db.signal.set()
         return record, created
@@ -335,7 +339,8 @@ class SqlPersistence(PersistenceProvider):
         started, clock = time.monotonic_ns(), time.monotonic()
         done: list[commits.CommitResult | BaseException] = []
         while len(done) < len(items):
-            plain = _plain_run(items[len(done) :])
+            step_began, before = time.monotonic(), len(done)
+            plain = plain_run(items[len(done) :], self._plain_size.size())
             if len(plain) > 1:
                 done += await apply_plain_commits(conn, self._dialect, plain)
             else:
@@ -343,7 +348,9 @@ class SqlPersistence(PersistenceProvider):
                     done.append(await commits.apply_commit(conn, self._dialect, items[len(done)]))
                 except LeaseLost as exc:
                     done.append(exc)
-            if time.monotonic() - clock > BATCH_BUDGET:
+            now = time.monotonic()
+            self._plain_size.observe(now - step_began, len(done) - before)
+            if now - clock > BATCH_BUDGET:
                 break
         landed = [o for o in done if isinstance(o, commits.CommitResult)]
         if landed:
@@ -527,19 +534,6 @@ async def _refusal(conn: AsyncConnection, new: NewWorkflow) -> Exception | None:
     if digest is not None and not await definitions.source_exists(conn, digest):
         return SourceNotFound(digest, new.definition_id, new.version)
     return None
-
-
-def _plain_run(items: list[commits.PreparedCommit]) -> list[commits.PreparedCommit]:
-    """The plain commits at the head of ``items`` (of distinct workflows, up to
-    :data:`PLAIN_RUN`), to apply together."""
-    run: list[commits.PreparedCommit] = []
-    seen: set[str] = set()
-    for item in items[:PLAIN_RUN]:
-        if not is_plain(item) or item.commit.workflow_id in seen:
-            break
-        seen.add(item.commit.workflow_id)
-        run.append(item)
-    return run
 
 
 async def _outcome(call: Awaitable[T]) -> T | BaseException:

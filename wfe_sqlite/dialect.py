@@ -207,9 +207,10 @@ class SqliteDialect(OnConflictInserts):
         """The process's single-writer lock; lease upkeep jumps the queue of commits."""
         return self._write_gate.hold(urgent=urgent)
 
-    async def begin(self, conn: AsyncConnection, *, write: bool) -> None:
-        """``BEGIN`` for reads; ``BEGIN IMMEDIATE`` for writes, tried again (asyncio
-        sleeps) while another process holds the write lock, up to ``busy_timeout_ms``."""
+    async def begin(self, conn: AsyncConnection, *, write: bool, single: bool = False) -> None:
+        """``BEGIN`` for reads; ``BEGIN IMMEDIATE`` for writes, single statements too
+        (so a busy lock is waited for here, with asyncio sleeps, up to
+        ``busy_timeout_ms``, never inside a statement)."""
         if not write:
             await conn.begin()
             return
