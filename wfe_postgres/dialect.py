@@ -78,6 +78,8 @@ _TRANSIENT_SQLSTATES = frozenset(
     }
 )
 
+_NOTIFY = sa.text("SELECT pg_notify(:channel, :sender)")
+
 _LOCK_EVENT_KEYS = sa.text(
     "SELECT pg_advisory_xact_lock(h) FROM ("
     " SELECT DISTINCT hashtextextended(length(n) || ':' || n || k, 0) AS h"
@@ -264,14 +266,14 @@ class PostgresDialect(OnConflictInserts):
         return contextlib.nullcontext()
 
     async def begin(self, conn: AsyncConnection, *, write: bool, single: bool = False) -> None:
-        """READ COMMITTED for writes (autocommit for a single statement, which is a
-        transaction of its own); REPEATABLE READ, READ ONLY for reads."""
-        if not write:
+        """READ COMMITTED for writes; REPEATABLE READ, READ ONLY for reads; autocommit
+        for a single statement (a transaction, and a snapshot, of its own)."""
+        if single:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+        elif not write:
             await conn.execution_options(
                 isolation_level="REPEATABLE READ", postgresql_readonly=True
             )
-        elif single:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
         await conn.begin()
 
     def is_transient(self, exc: DBAPIError) -> bool:
@@ -289,7 +291,7 @@ class PostgresDialect(OnConflictInserts):
 
     async def notify_work(self, conn: AsyncConnection) -> None:
         """``pg_notify`` in the transaction: delivered to listeners when it commits."""
-        await conn.execute(sa.select(sa.func.pg_notify(CHANNEL, self._sender)))
+        await conn.execute(_NOTIFY, {"channel": CHANNEL, "sender": self._sender})
 
     async def listen(self, wake: Callable[[], None]) -> Listener | None:
         """Start the supervised LISTEN connection (see :mod:`wfe_postgres.listener`)."""

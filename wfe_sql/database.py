@@ -147,17 +147,19 @@ class Database:
         self._listening = False
         self._closed = False
 
-    async def read(self, what: str, work: Work[T]) -> T:
+    async def read(self, what: str, work: Work[T], *, single: bool = False) -> T:
         """Run ``work`` in a read-only transaction (one consistent snapshot), retried
         when it fails transiently.
 
-        ``what`` names the operation in error messages ("read workflow X").
+        ``what`` names the operation in error messages ("read workflow X"). ``single``:
+        ``work`` sends one statement, which is a snapshot by itself, so the dialect
+        may send no BEGIN (see ``SqlDialect.begin``).
         """
 
         async def attempt() -> T:
             with translate_errors(self.dialect, what):
                 async with self._connections.hold():
-                    return await uncancellable(self._transaction(work, write=False))
+                    return await uncancellable(self._transaction(work, write=False, single=single))
 
         return await self._retrying(what, attempt)
 
@@ -187,10 +189,11 @@ class Database:
                 a result other than ``None`` is returned instead of running ``work``.
             retry_for: start no new try after this many seconds (at most the
                 policy's ``max_elapsed``): for writes that are useless when late.
-            single: ``work`` sends one statement, atomic by itself, which the
-                dialect may run with no BEGIN and COMMIT (see ``SqlDialect.begin``);
-                its outcome is then unknown if it fails in flight, so ``reconcile``
-                is needed as for a COMMIT.
+            single: ``work`` writes with one statement, atomic by itself (and may
+                follow it with statements that only announce it, a NOTIFY), which
+                the dialect may run with no BEGIN and COMMIT (see
+                ``SqlDialect.begin``); its outcome is then unknown if it fails in
+                flight, so ``reconcile`` is needed as for a COMMIT.
 
         Raises:
             ProviderError: the database failed, and retrying did not help (or cannot).

@@ -118,8 +118,9 @@ class SqlDialect(Protocol):
     async def begin(self, conn: AsyncConnection, *, write: bool, single: bool = False) -> None:
         """Start a transaction on ``conn``: a write one takes the write lock up front.
 
-        ``single``: the write is one statement, atomic by itself; a dialect may then
-        send no BEGIN and COMMIT (autocommit: one round trip rather than three).
+        ``single``: the work is one statement (a write atomic by itself, or a read
+        that is its own snapshot); a dialect may then send no BEGIN and COMMIT
+        (autocommit: one round trip rather than three).
         """
         ...
 

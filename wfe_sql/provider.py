@@ -195,12 +195,10 @@ class SqlPersistence(PersistenceProvider):
             record = await workflows.select_workflow(conn, new.id)
             return None if record is None else (record, True)
 
-        # A start nobody else needs to hear of, with nothing to check or add, is one
-        # INSERT: it needs no transaction around it.
-        single = (
-            not (new.parent_id or new.source_digest or new.idempotency_key or pointers)
-            and not new.awaits_claim
-        )
+        # A start with nothing to check or add is one INSERT (then, maybe, the NOTIFY
+        # that announces it): it needs no transaction around it. Were the NOTIFY lost
+        # with its connection, idle hosts would find the workflow at their next poll.
+        single = not (new.parent_id or new.source_digest or new.idempotency_key or pointers)
         record, created = await self._db.write(
             f"create workflow {new.id}", work, reconcile=landed, single=single
         )
@@ -213,6 +211,7 @@ class SqlPersistence(PersistenceProvider):
         record = await self._db.read(
             f"read workflow {workflow_id}",
             lambda conn: workflows.select_workflow(conn, workflow_id),
+            single=True,
         )
         if record is None:
             raise NotFound(workflow_id)
@@ -233,7 +232,7 @@ class SqlPersistence(PersistenceProvider):
                     conn, self._dialect, chunk, finished_only=finished_only
                 )
 
-            found += await self._db.read(f"read {len(chunk)} workflows", work)
+            found += await self._db.read(f"read {len(chunk)} workflows", work, single=True)
         return found
 
     async def list_workflows(self, query: WorkflowQuery) -> list[WorkflowRecord]:
@@ -501,6 +500,7 @@ class SqlPersistence(PersistenceProvider):
         record = await self._db.read(
             f"read definition {definition_id!r}",
             lambda conn: definitions.select_definition(conn, definition_id, version),
+            single=True,
         )
         if record is None:
             raise DefinitionNotFound(definition_id, version)

@@ -201,7 +201,8 @@ class SqlQueue(QueueProvider):
                 self._db.observe_time(claims[0].db_now, started)
             return claims
 
-        return await self._db.write("claim workflows", work)
+        # One UPDATE … RETURNING: atomic by itself, it needs no BEGIN and COMMIT.
+        return await self._db.write("claim workflows", work, single=True)
 
     async def renew(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim]:
         """Extend the leases still held; a claim missing from the result was lost."""

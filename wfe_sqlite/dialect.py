@@ -210,7 +210,8 @@ class SqliteDialect(OnConflictInserts):
     async def begin(self, conn: AsyncConnection, *, write: bool, single: bool = False) -> None:
         """``BEGIN`` for reads; ``BEGIN IMMEDIATE`` for writes, single statements too
         (so a busy lock is waited for here, with asyncio sleeps, up to
-        ``busy_timeout_ms``, never inside a statement)."""
+        ``busy_timeout_ms``, never inside a statement). A statement costs no round
+        trip here, so ``single`` changes nothing."""
         if not write:
             await conn.begin()
             return

@@ -34,8 +34,10 @@ def new_workflow(**fields: Any) -> NewWorkflow:
         definition_id=DEFINITION,
         version=1,
         data=json.dumps({"n": 0}),
-        pointers=[ExecutionPointer(id=f"p-{uuid.uuid4()}", step_id=0, step_name="first")],
-        **fields,
+        **(
+            {"pointers": [ExecutionPointer(id=f"p-{uuid.uuid4()}", step_id=0, step_name="first")]}
+            | fields
+        ),
     )
 
 

@@ -16,7 +16,7 @@ import asyncpg
 import sqlalchemy as sa
 
 from wfe.backends import open_backend
-from wfe_core.models import WorkflowStatus
+from wfe_core.models import Claim, StartLease, WorkflowStatus
 from wfe_core.ports.backend import Backend
 
 from .conftest import database_of
@@ -25,11 +25,13 @@ from .support import ELIGIBLE, full_commit, new_workflow, table_rows
 
 class CommitCutter:
     """A TCP proxy to PostgreSQL that, while :attr:`armed`, lets a client's COMMIT
-    through and then drops the connection before the server's reply is relayed."""
+    (or the statement :attr:`cut_on` names) through and then drops the connection
+    before the server's reply is relayed."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.armed = 0
+        self.cut_on = b"COMMIT"
         self.cuts = 0
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
@@ -58,7 +60,7 @@ class CommitCutter:
 
         async def upstream() -> None:
             while data := await client_in.read(65536):
-                cut = self.armed > 0 and b"COMMIT" in data
+                cut = self.armed > 0 and self.cut_on in data
                 if cut:
                     self.armed -= 1
                     self.cuts += 1
@@ -145,3 +147,16 @@ async def test_creates_and_publishes_cut_after_commit_happen_once(pg_url: str) -
     assert await count(pg_url, "wfe_workflows") == 1
     assert await count(pg_url, "wfe_pointers") == 1
     assert await count(pg_url, "wfe_events") == 1
+
+
+async def test_a_start_sent_as_one_statement_cut_in_flight_happens_once(pg_url: str) -> None:
+    # A leased start with nothing to check is one INSERT in autocommit: the INSERT is
+    # its own COMMIT, so its answer is what the cut drops.
+    async with through_cutter(pg_url) as (backend, cutter):
+        cutter.cut_on, cutter.armed = b"INSERT INTO wfe_workflows", 1
+        new = new_workflow(pointers=[], lease=StartLease(owner="host", seconds=30))
+        record, created = await backend.persistence.create_workflow(new)
+        assert cutter.cuts == 1
+        claim = Claim.of_created(record)
+        assert created and claim is not None and claim.token == 1
+    assert await count(pg_url, "wfe_workflows") == 1
