@@ -27,6 +27,7 @@ renewals never wait long behind it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,38 +73,65 @@ _POINTER_COLUMNS: tuple[tuple[str, sa.types.TypeEngine[Any]], ...] = (
 
 
 class RunSizer:
-    """How many plain commits to write with one set of statements: as many as fit in
-    ``budget`` seconds at the cost per commit seen so far (a moving average of every
-    commit applied, together or alone), between 1 and ``most``; ``first`` until a
-    cost has been seen."""
+    """How many plain commits to write with one set of statements.
+
+    Each of the three statements has a cost per row it writes (workflow rows, updated
+    pointers, new pointers), a moving average of what the statements took. A run takes
+    commits while their predicted cost fits in ``budget`` seconds (at least one, at
+    most ``most``). A cost not measured yet counts as ``budget / first``, so at most
+    ``first`` rows of a new kind go in before it is known: a slow statement (a slow
+    disk, a trigger) is learned from a small run, not suffered in a large one. While
+    commits are too slow to go two together, costs decay by ``DECAY`` each time they
+    keep a run to one, so a cheaper period is found again by a run of two.
+    """
+
+    KINDS = ("rows", "updated", "new")
+    DECAY = 0.9
 
     def __init__(self, budget: float, most: int = 200, first: int = 8) -> None:
         self._budget = budget
         self._most = most
-        self._first = first
-        self._cost: float | None = None  # seconds per commit
+        self._unknown = budget / first
+        self._cost: dict[str, float] = {}  # seconds per row, by statement
 
-    def size(self) -> int:
-        if self._cost is None:
-            return self._first
-        return max(1, min(self._most, int(self._budget / max(self._cost, 1e-9))))
+    def take(self, items: Sequence[PreparedCommit]) -> int:
+        """How many of ``items`` (the head of a plain run) to apply together."""
+        spent = 0.0
+        for taken, item in enumerate(items[: self._most]):
+            rows = (1, len(item.updated_pointers), len(item.new_pointers))
+            spent += sum(
+                count * self._cost.get(kind, self._unknown)
+                for kind, count in zip(self.KINDS, rows, strict=True)
+            )
+            if spent > self._budget and taken > 0:
+                if taken == 1:
+                    self._decay()
+                return taken
+        return min(len(items), self._most)
 
-    def observe(self, seconds: float, commits: int) -> None:
-        cost = seconds / max(commits, 1)
-        self._cost = cost if self._cost is None else (self._cost + cost) / 2
+    def observe(self, kind: str, seconds: float, rows: int) -> None:
+        """A statement of ``kind`` wrote ``rows`` rows in ``seconds``."""
+        if rows:
+            cost = seconds / rows
+            known = self._cost.get(kind)
+            self._cost[kind] = cost if known is None else (known + cost) / 2
+
+    def _decay(self) -> None:
+        for kind in self._cost:
+            self._cost[kind] *= self.DECAY
 
 
-def plain_run(items: Sequence[PreparedCommit], most: int) -> list[PreparedCommit]:
-    """The plain commits at the head of ``items``, of distinct workflows, at most
-    ``most``: those to apply together."""
+def plain_run(items: Sequence[PreparedCommit], sizer: RunSizer) -> list[PreparedCommit]:
+    """The plain commits at the head of ``items``, of distinct workflows, as many as
+    ``sizer`` takes: those to apply together."""
     run: list[PreparedCommit] = []
     seen: set[str] = set()
-    for item in items[:most]:
+    for item in items:
         if not is_plain(item) or item.commit.workflow_id in seen:
             break
         seen.add(item.commit.workflow_id)
         run.append(item)
-    return run
+    return run[: sizer.take(run)] if run else run
 
 
 def is_plain(item: PreparedCommit) -> bool:
@@ -194,6 +222,7 @@ async def apply_plain_commits(
     conn: AsyncConnection,
     dialect: SqlDialect,
     items: Sequence[PreparedCommit],
+    sizer: RunSizer,
 ) -> list[CommitResult | BaseException]:
     """Apply plain commits of distinct workflows, sorted by workflow id; their outcomes
     in order (a fenced-off commit's is ``LeaseLost``).
@@ -205,7 +234,9 @@ async def apply_plain_commits(
     params = {"commits": rows_param([_commit_row(item) for item in items])}
     if dialect.locks_rows:
         params["ids"] = dialect.values_param([item.commit.workflow_id for item in items])
+    began = time.monotonic()
     written = {row.id: row for row in await conn.execute(stmt, params)}
+    sizer.observe("rows", time.monotonic() - began, len(items))
     outcomes: list[CommitResult | BaseException] = []
     for item in items:
         row = written.get(item.commit.workflow_id)
@@ -227,22 +258,27 @@ async def apply_plain_commits(
             )
         )
     await _write_pointers(
-        conn, dialect, [item for item in items if item.commit.workflow_id in written]
+        conn, dialect, [item for item in items if item.commit.workflow_id in written], sizer
     )
     return outcomes
 
 
 async def _write_pointers(
-    conn: AsyncConnection, dialect: SqlDialect, items: Sequence[PreparedCommit]
+    conn: AsyncConnection, dialect: SqlDialect, items: Sequence[PreparedCommit], sizer: RunSizer
 ) -> None:
     updated = [values for item in items for values in item.updated_pointers]
     if updated:
         stmt = prepared(dialect, "update_pointers", lambda: _update_pointers_statement(dialect))
+        began = time.monotonic()
         found = set((await conn.execute(stmt, {"pointers": rows_param(updated)})).scalars())
+        sizer.observe("updated", time.monotonic() - began, len(updated))
         missing = [values for values in updated if values["id"] not in found]
         if missing:
             raise ProviderError(
                 f"cannot update unknown pointer {missing[0]['id']!r} of workflow "
                 f"{missing[0]['workflow_id']}"
             )
-    await append_pointers(conn, dialect, [values for item in items for values in item.new_pointers])
+    new = [values for item in items for values in item.new_pointers]
+    began = time.monotonic()
+    await append_pointers(conn, dialect, new)
+    sizer.observe("new", time.monotonic() - began, len(new))

@@ -338,18 +338,15 @@ class SqlPersistence(PersistenceProvider):
         started, clock = time.monotonic_ns(), time.monotonic()
         done: list[commits.CommitResult | BaseException] = []
         while len(done) < len(items):
-            step_began, before = time.monotonic(), len(done)
-            plain = plain_run(items[len(done) :], self._plain_size.size())
+            plain = plain_run(items[len(done) :], self._plain_size)
             if len(plain) > 1:
-                done += await apply_plain_commits(conn, self._dialect, plain)
+                done += await apply_plain_commits(conn, self._dialect, plain, self._plain_size)
             else:
                 try:
                     done.append(await commits.apply_commit(conn, self._dialect, items[len(done)]))
                 except LeaseLost as exc:
                     done.append(exc)
-            now = time.monotonic()
-            self._plain_size.observe(now - step_began, len(done) - before)
-            if now - clock > BATCH_BUDGET:
+            if time.monotonic() - clock > BATCH_BUDGET:
                 break
         landed = [o for o in done if isinstance(o, commits.CommitResult)]
         if landed:
