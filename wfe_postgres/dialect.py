@@ -89,7 +89,12 @@ _LOCK_EVENT_KEYS = sa.text(
 """One advisory lock per (name, key), in hash order (the same order for everyone); the
 length prefix keeps ("ab", "c") and ("a", "bc") apart."""
 
-_GUCS = ("application_name", "idle_in_transaction_session_timeout", "statement_timeout")
+_GUCS = (
+    "application_name",
+    "idle_in_transaction_session_timeout",
+    "statement_timeout",
+    "plan_cache_mode",
+)
 _OPTIONAL_GUCS = ("lock_timeout",)
 
 
@@ -115,6 +120,10 @@ class PostgresOptions:
     application_name: str = field(default_factory=_default_application_name)
     idle_in_transaction_session_timeout: str = "10s"
     statement_timeout: str = "30s"
+    # Prepared statements are planned for their parameters each time: a generic plan
+    # cached while a table was small (a seq scan and a sort) would stay for the life
+    # of the connection as the table grows, and make claims and loads O(table).
+    plan_cache_mode: str = "force_custom_plan"
     lock_timeout: str | None = None
     pool_size: int = 10
     max_overflow: int = 10

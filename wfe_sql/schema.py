@@ -65,12 +65,16 @@ workflows = sa.Table(
     sa.CheckConstraint(f"status IN ({_STATUS_VALUES})", name="ck_wfe_workflows_status"),
 )
 
-# The claim query's index: only RUNNABLE rows, in due order. ``status`` leads although
-# it is constant in the index, so that SQLite's planner sees an equality match here and
-# does not prefer ix_wfe_workflows_status_created plus a sort.
+# The claim query's index: only RUNNABLE rows, per definition and version in due order,
+# so a claim reads its definitions' due rows in order and stops at its limit whatever
+# the planner's statistics say. ``status`` leads although it is constant in the index,
+# so that SQLite's planner sees an equality match here and does not prefer
+# ix_wfe_workflows_status_created plus a sort.
 sa.Index(
     "ix_wfe_workflows_due",
     workflows.c.status,
+    workflows.c.definition_id,
+    workflows.c.version,
     workflows.c.next_execution,
     sqlite_where=workflows.c.status == RUNNABLE_SQL,
     postgresql_where=workflows.c.status == RUNNABLE_SQL,
