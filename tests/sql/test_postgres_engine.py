@@ -107,7 +107,10 @@ def test_urls_get_the_asyncpg_driver_and_options_leave_the_url() -> None:
         "application_name": "wfe:web-1",
         "idle_in_transaction_session_timeout": "10s",
         "statement_timeout": "5s",
+        "plan_cache_mode": "force_custom_plan",
     }
+    auto = normalize_url("postgresql://db/wfe?plan_cache_mode=auto")[1]
+    assert auto.server_settings()["plan_cache_mode"] == "auto"
     for bad in (
         "sqlite:///x.db",
         "postgresql+psycopg://db/wfe",
@@ -143,6 +146,7 @@ async def test_sessions_carry_the_settings_and_reads_are_read_only_snapshots(
         assert await session_value(db, "idle_in_transaction_session_timeout") == "10s"
         assert await session_value(db, "statement_timeout") == "7s"
         assert await session_value(db, "application_name") == name
+        assert await session_value(db, "plan_cache_mode") == "force_custom_plan"
         assert await session_value(db, "transaction_isolation") == "repeatable read"
         assert await session_value(db, "transaction_read_only") == "on"
         assert await session_value(db, "transaction_isolation", write=True) == "read committed"
