@@ -26,6 +26,19 @@ def _ms(seconds: float) -> int:
     return max(int(seconds * 1000), 0)
 
 
+def _eligible(eligible: Sequence[tuple[str, int]]) -> sa.ColumnElement[bool]:
+    """Rows of the eligible (definition, version) pairs. One pair is two equalities, so
+    both databases read ix_wfe_workflows_due in due order and stop at the limit (SQLite
+    does not match a row-value IN against the index, and would sort every due row)."""
+    if len(eligible) == 1:
+        [(definition_id, version)] = eligible
+        return sa.and_(
+            workflows.c.definition_id == sa.literal(definition_id),
+            workflows.c.version == sa.literal(version),
+        )
+    return sa.tuple_(workflows.c.definition_id, workflows.c.version).in_(list(eligible))
+
+
 def due_candidates(dialect: SqlDialect, eligible: Sequence[tuple[str, int]]) -> sa.Select[Any]:
     """Ids of up to ``:limit`` due, unleased workflows of the eligible pairs, earliest
     due first; uses ix_wfe_workflows_due (an expired lease counts as free)."""
@@ -36,7 +49,7 @@ def due_candidates(dialect: SqlDialect, eligible: Sequence[tuple[str, int]]) -> 
             workflows.c.status == RUNNABLE_SQL,
             workflows.c.next_execution <= now,
             sa.or_(workflows.c.lease_expires_at.is_(None), workflows.c.lease_expires_at <= now),
-            sa.tuple_(workflows.c.definition_id, workflows.c.version).in_(list(eligible)),
+            _eligible(eligible),
         )
         .order_by(workflows.c.next_execution)
         .limit(sa.bindparam("limit", type_=sa.Integer))

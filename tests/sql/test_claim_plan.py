@@ -106,6 +106,8 @@ async def test_the_claim_query_uses_the_due_index(
     assert any("ix_wfe_workflows_due" in step for step in plan), plan
     assert not any(step.startswith("SCAN wfe_workflows") for step in plan), plan
     assert not any(step.startswith("Seq Scan wfe_workflows") for step in plan), plan
+    # Read in due order, stopping at the limit: not every due row sorted.
+    assert not any("TEMP B-TREE" in step or step.startswith("Sort") for step in plan), plan
 
 
 async def test_the_pinned_sources_query_reads_the_pinned_index(
