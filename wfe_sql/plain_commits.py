@@ -39,14 +39,9 @@ from wfe_core.models import FINISHED_STATUSES, WorkflowStatus
 from wfe_sql import children
 from wfe_sql.commit import CommitResult, PreparedCommit, landed_commit, workflow_changes
 from wfe_sql.dialect import SqlDialect, rows_param
-from wfe_sql.schema import pointers, workflows
+from wfe_sql.schema import FINISHED_SQL, pointers, workflows
 from wfe_sql.statements import prepared
-from wfe_sql.workflows import append_pointers
-
-_FINISHED_SQL = tuple(
-    sa.literal_column(f"'{status.value}'", type_=sa.Text)
-    for status in sorted(FINISHED_STATUSES, key=lambda status: status.value)
-)
+from wfe_sql.workflows import append_pointers, locked_in_id_order
 
 _COMMIT_COLUMNS: tuple[tuple[str, sa.types.TypeEngine[Any]], ...] = (
     ("id", sa.Text()),
@@ -162,12 +157,11 @@ def _update_rows_statement(dialect: SqlDialect) -> sa.Update:
         w.lease_token == v.token,
         # Not "IN (unfinished)": SQLite would then drive the update from the status
         # index, reading every unfinished workflow for each batch row.
-        w.status.not_in(_FINISHED_SQL),
+        w.status.not_in(FINISHED_SQL),
         w.last_commit.is_distinct_from(v.commit_id),
     ]
     if dialect.locks_rows:
-        locked = sa.select(w.id).where(dialect.in_values(w.id, "ids")).order_by(w.id)
-        fence.append(w.id.in_(locked.with_for_update().scalar_subquery()))
+        fence.append(w.id.in_(locked_in_id_order(dialect)))
     releasing = v.release == 1
     return (
         sa.update(workflows)

@@ -20,6 +20,7 @@ from wfe_sql.database import Database
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.schema import RUNNABLE_SQL, workflows
 from wfe_sql.statements import prepared
+from wfe_sql.workflows import locked_in_id_order
 
 
 def _ms(seconds: float) -> int:
@@ -121,21 +122,6 @@ def _claim_of(row: Any, owner: str) -> Claim:
     )
 
 
-def _held_in_id_order(dialect: SqlDialect) -> sa.Select[Any]:
-    """The rows of the bound ``ids`` still leased by ``owner``, locked in id order
-    (PostgreSQL; SQLite has no row locks): group commits lock theirs in the same order,
-    so a renewal and a commit of the same host never deadlock."""
-    return (
-        sa.select(workflows.c.id)
-        .where(
-            workflows.c.lease_owner == sa.bindparam("owner"),
-            dialect.in_values(workflows.c.id, "ids"),
-        )
-        .order_by(workflows.c.id)
-        .with_for_update()
-    )
-
-
 async def renew_leases(
     conn: AsyncConnection, dialect: SqlDialect, claims: Sequence[Claim], lease_ms: int
 ) -> list[Claim]:
@@ -152,7 +138,13 @@ async def renew_leases(
             "renew_leases",
             lambda: (
                 sa.update(workflows)
-                .where(workflows.c.id.in_(_held_in_id_order(dialect)))
+                .where(
+                    workflows.c.id.in_(
+                        locked_in_id_order(
+                            dialect, workflows.c.lease_owner == sa.bindparam("owner")
+                        )
+                    )
+                )
                 .values(lease_expires_at=now + sa.bindparam("lease_ms", type_=sa.BigInteger))
                 .returning(
                     workflows.c.id,

@@ -32,6 +32,14 @@ UNFINISHED_SQL: tuple[sa.ColumnElement[str], ...] = (
 """RUNNABLE and SUSPENDED as SQL literals, for the partial index ``ix_wfe_workflows_pinned``
 (literals for the same reason as :data:`RUNNABLE_SQL`)."""
 
+FINISHED_SQL: tuple[sa.ColumnElement[str], ...] = tuple(
+    sa.literal_column(f"'{status.value}'", type_=sa.Text)
+    for status in (WorkflowStatus.COMPLETE, WorkflowStatus.FAILED, WorkflowStatus.TERMINATED)
+)
+"""COMPLETE, FAILED and TERMINATED as SQL literals: ``NOT IN`` these fences a statement
+that drives from another index (``IN`` :data:`UNFINISHED_SQL` would invite the status
+index)."""
+
 _STATUS_VALUES = ", ".join(f"'{status.value}'" for status in WorkflowStatus)
 
 workflows = sa.Table(

@@ -95,6 +95,18 @@ async def insert_workflows(
     return [made[new.id] for new in news]
 
 
+def locked_in_id_order(dialect: SqlDialect, *where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """The ids bound as ``ids`` (see :meth:`SqlDialect.in_values`) whose rows meet
+    ``where``, locked in id order (PostgreSQL; SQLite has no row locks). Every writer of
+    many workflow rows locks them through this, so that no two of them deadlock."""
+    return (
+        sa.select(workflows.c.id)
+        .where(dialect.in_values(workflows.c.id, "ids"), *where)
+        .order_by(workflows.c.id)
+        .with_for_update()
+    )
+
+
 async def select_workflow(conn: AsyncConnection, workflow_id: str) -> WorkflowRecord | None:
     """The workflow with this id, or ``None``; by primary key."""
     stmt = sa.select(workflows).where(workflows.c.id == workflow_id)
