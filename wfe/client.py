@@ -169,9 +169,10 @@ class WorkflowClient:
         return record.id
 
     async def _create(self, new: NewWorkflow) -> tuple[WorkflowRecord, bool]:
-        """Store the new workflow and wake the hosts that may claim it."""
+        """Store the new workflow and hand it to the hosts that may claim it."""
         record, created = await self.backend.persistence.create_workflow(new)
         if created:
+            await self.backend.queue.enqueue(record)
             self.backend.queue.wake()
         return record, created
 

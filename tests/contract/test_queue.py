@@ -9,6 +9,7 @@ import pytest
 from wfe_core.errors import LeaseLost
 from wfe_core.models import Claim, StartLease, WorkflowStatus
 from wfe_core.ports.backend import Backend
+from wfe_core.ports.queue import LeaseStore
 
 from .support import (
     CLOCK_SLACK_MS,
@@ -276,3 +277,71 @@ async def test_renew_refuses_an_older_claim_of_the_same_owner_and_takes_many_own
     ]
     again = await backend.queue.renew([newer], LONG_LEASE)
     assert [(c.workflow_id, c.token) for c in again] == [(first.id, newer.token)]
+
+
+async def test_an_enqueued_start_is_claimed_once_by_the_hosts_of_its_definition(
+    backend: Backend,
+) -> None:
+    records = [await create(backend) for _ in range(6)]
+    other = await create(backend, definition_id="other")
+    for record in [*records, other]:
+        await backend.queue.enqueue(record)
+
+    rounds = await asyncio.gather(
+        *(backend.queue.claim(f"host-{i}", 2, LONG_LEASE, ELIGIBLE) for i in range(5))
+    )
+    claimed = [c.workflow_id for claims in rounds for c in claims]
+
+    assert sorted(claimed) == sorted(r.id for r in records)
+    assert await backend.queue.claim("host-late", 10, LONG_LEASE, ELIGIBLE) == []
+    assert [
+        c.workflow_id for c in await backend.queue.claim("host-x", 10, LONG_LEASE, [("other", 1)])
+    ] == [other.id]
+
+
+def _lease_store(backend: Backend) -> LeaseStore:
+    queue = backend.queue
+    if not isinstance(queue, LeaseStore):
+        pytest.skip(f"{type(queue).__name__} keeps no leases itself (it is layered on a store's)")
+    return queue
+
+
+async def test_claim_ids_leases_only_the_listed_due_free_eligible_workflows(
+    backend: Backend,
+) -> None:
+    store, leases = backend.persistence, _lease_store(backend)
+    due, unlisted = await create(backend), await create(backend)
+    later = await create(backend, next_execution=store.now_ms() + 60_000)
+    other = await create(backend, definition_id="other")
+    held = await create(backend)
+    holder = (await leases.claim_ids("host-b", [held.id], LONG_LEASE, ELIGIBLE))[0]
+    listed = [due.id, later.id, other.id, held.id, "wf-unknown", due.id]
+
+    claims = await leases.claim_ids("host-a", listed, LONG_LEASE, ELIGIBLE)
+
+    assert [(c.workflow_id, c.owner, c.recoveries) for c in claims] == [(due.id, "host-a", 0)]
+    assert claims[0].expires_at - claims[0].db_now == pytest.approx(LONG_LEASE * 1000, abs=1000)
+    stored = await store.get_workflow(due.id)
+    assert (stored.lease_owner, stored.lease_token) == ("host-a", claims[0].token)
+    assert (await store.get_workflow(held.id)).lease_token == holder.token
+    assert (await store.get_workflow(unlisted.id)).lease_owner is None
+    assert await leases.claim_ids("host-a", [], LONG_LEASE, ELIGIBLE) == []
+    assert await leases.claim_ids("host-a", [unlisted.id], LONG_LEASE, []) == []
+
+
+async def test_claim_ids_recovers_an_expired_lease_and_never_leases_twice(
+    backend: Backend,
+) -> None:
+    leases = _lease_store(backend)
+    record = await create(backend)
+    old = (await leases.claim_ids("host-a", [record.id], SHORT_LEASE, ELIGIBLE))[0]
+    await asyncio.sleep(PAST_SHORT_LEASE)
+
+    rounds = await asyncio.gather(
+        *(leases.claim_ids(f"host-{i}", [record.id], LONG_LEASE, ELIGIBLE) for i in range(6))
+    )
+
+    [new] = [claim for claims in rounds for claim in claims]
+    assert (new.token, new.recoveries) == (old.token + 1, 1)
+    with pytest.raises(LeaseLost):
+        await backend.persistence.commit(commit_for(old, data="{}"))

@@ -10,7 +10,7 @@ from wfe_core.ports.persistence import (
     PersistenceProvider,
     WorkflowStore,
 )
-from wfe_core.ports.queue import QueueProvider
+from wfe_core.ports.queue import LeaseStore, QueueProvider
 from wfe_core.ports.search import SearchIndex
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Clock",
     "DefinitionStore",
     "EventStore",
+    "LeaseStore",
     "LifecyclePublisher",
     "LockProvider",
     "PersistenceProvider",

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 from wfe_core.models import Claim, WorkflowRecord, WorkflowStatus
 from wfe_core.ports.clock import Clock
-from wfe_core.ports.queue import QueueProvider
+from wfe_core.ports.queue import LeaseStore
 from wfe_core.testing.memory.state import MemoryState, seconds_to_ms
 
 
-class MemoryQueue(QueueProvider):
-    """A :class:`~wfe_core.ports.QueueProvider` over the in-memory store.
+class MemoryQueue(LeaseStore):
+    """A :class:`~wfe_core.ports.LeaseStore` over the in-memory store.
 
     ``supports_notify`` is ``False``, as for SQLite: nothing outside this process can
     enqueue, so hosts must keep polling for timers. Within the process every write
@@ -48,9 +48,33 @@ class MemoryQueue(QueueProvider):
             if (r.definition_id, r.version) in wanted and _is_due(r, now)
         ]
         due.sort(key=lambda r: (r.next_execution or 0, s.sequence[r.id]))
+        return self._lease(due[: max(limit, 0)], owner, lease_seconds, now)
+
+    async def claim_ids(
+        self,
+        owner: str,
+        workflow_ids: Sequence[str],
+        lease_seconds: float,
+        eligible: Sequence[tuple[str, int]],
+    ) -> list[Claim]:
+        """Lease those of ``workflow_ids`` that are due, eligible and free."""
+        s = self.state
+        now = s.now_ms()
+        wanted = set(eligible)
+        records = (s.workflows.get(workflow_id) for workflow_id in dict.fromkeys(workflow_ids))
+        due = [
+            r
+            for r in records
+            if r is not None and (r.definition_id, r.version) in wanted and _is_due(r, now)
+        ]
+        return self._lease(due, owner, lease_seconds, now)
+
+    def _lease(
+        self, records: list[WorkflowRecord], owner: str, lease_seconds: float, now: int
+    ) -> list[Claim]:
         expires_at = now + seconds_to_ms(lease_seconds)
         claims = []
-        for record in due[: max(limit, 0)]:
+        for record in records:
             if record.lease_owner is not None:
                 # The previous owner's lease ran out without a release: a recovery.
                 record.recoveries += 1
@@ -102,6 +126,9 @@ class MemoryQueue(QueueProvider):
         record.lease_expires_at = None
         record.next_execution = self.state.now_ms()
         self.state.wake()
+
+    async def enqueue(self, record: WorkflowRecord) -> None:
+        """Nothing to do: the store is the queue, and its writes wake waiters."""
 
     async def wait_for_work(self, timeout: float) -> None:
         """Return after a wake-up (including one made before the call) or ``timeout``
