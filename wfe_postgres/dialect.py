@@ -46,11 +46,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.types import TypeEngine
 
 from wfe_postgres.listener import PostgresListener
+from wfe_sql.connection import SqlConnection
 from wfe_sql.dialect import Listener
 from wfe_sql.on_conflict import OnConflictInserts
 
@@ -260,7 +261,7 @@ class PostgresDialect(OnConflictInserts):
             .render_derived(name=name, with_types=True)
         )
 
-    async def lock_event_keys(self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
+    async def lock_event_keys(self, conn: SqlConnection, keys: Sequence[tuple[str, str]]) -> None:
         """``pg_advisory_xact_lock`` per (event name, key), released at commit."""
         if keys:
             names, event_keys = zip(*keys, strict=True)
@@ -274,7 +275,7 @@ class PostgresDialect(OnConflictInserts):
         """Nothing to hold: PostgreSQL runs write transactions concurrently."""
         return contextlib.nullcontext()
 
-    async def begin(self, conn: AsyncConnection, *, write: bool, single: bool = False) -> None:
+    async def begin(self, conn: SqlConnection, *, write: bool, single: bool = False) -> None:
         """READ COMMITTED for writes; REPEATABLE READ, READ ONLY for reads; autocommit
         for a single statement (a transaction, and a snapshot, of its own)."""
         if single:
@@ -293,12 +294,12 @@ class PostgresDialect(OnConflictInserts):
         state = postgres_sqlstate(exc)
         return state is not None and (state.startswith("08") or state in _TRANSIENT_SQLSTATES)
 
-    async def prepare_migration(self, conn: AsyncConnection) -> None:
+    async def prepare_migration(self, conn: SqlConnection) -> None:
         """Take the migration lock for this transaction; no time limit on migrating."""
         await conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
 
-    async def notify_work(self, conn: AsyncConnection) -> None:
+    async def notify_work(self, conn: SqlConnection) -> None:
         """``pg_notify`` in the transaction: delivered to listeners when it commits."""
         await conn.execute(_NOTIFY, {"channel": CHANNEL, "sender": self._sender})
 

@@ -26,7 +26,6 @@ import uuid
 from collections.abc import AsyncIterator
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe_core.errors import InvalidStateTransition, NotFound
 from wfe_core.models import (
@@ -35,6 +34,7 @@ from wfe_core.models import (
     WorkflowRecord,
     WorkflowStatus,
 )
+from wfe_sql.connection import SqlConnection
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.events import insert_event, wake_subscribers
 from wfe_sql.schema import workflows
@@ -49,7 +49,7 @@ def finished_key(workflow_id: str) -> tuple[str, str]:
 
 
 async def publish_child_finished(
-    conn: AsyncConnection, dialect: SqlDialect, record: WorkflowRecord
+    conn: SqlConnection, dialect: SqlDialect, record: WorkflowRecord
 ) -> int:
     """Store the child-finished event of a workflow that just finished, if it has a
     parent, and wake the workflows waiting on it; returns how many it woke.
@@ -67,7 +67,7 @@ async def publish_child_finished(
 
 
 async def publish_child_finished_of(
-    conn: AsyncConnection, dialect: SqlDialect, workflow_id: str
+    conn: SqlConnection, dialect: SqlDialect, workflow_id: str
 ) -> int:
     """:func:`publish_child_finished` for a workflow this transaction just finished."""
     record = await select_workflow(conn, workflow_id)
@@ -75,7 +75,7 @@ async def publish_child_finished_of(
 
 
 async def lock_parent(
-    conn: AsyncConnection, parent_id: str
+    conn: SqlConnection, parent_id: str
 ) -> NotFound | InvalidStateTransition | None:
     """Share-lock the row of the parent of a workflow about to be created, in the
     creating transaction, before anything else; ``None`` if the parent is RUNNABLE or
@@ -110,7 +110,7 @@ async def lock_parent(
 
 
 async def _levels(
-    conn: AsyncConnection, root_id: str
+    conn: SqlConnection, root_id: str
 ) -> AsyncIterator[list[tuple[str, WorkflowStatus]]]:
     """The workflows below ``root_id`` by ``parent_id``, one level at a time (id and
     status; through finished ones too: a failed child may have left a grandchild
@@ -133,7 +133,7 @@ async def _levels(
         level = [wid for wid, _ in below]
 
 
-async def open_descendants(conn: AsyncConnection, root_id: str) -> list[str]:
+async def open_descendants(conn: SqlConnection, root_id: str) -> list[str]:
     """Every RUNNABLE or SUSPENDED workflow below ``root_id``."""
     return [
         wid
@@ -144,7 +144,7 @@ async def open_descendants(conn: AsyncConnection, root_id: str) -> list[str]:
 
 
 async def lock_for_finish(
-    conn: AsyncConnection, dialect: SqlDialect, workflow_id: str, *, cascade: bool
+    conn: SqlConnection, dialect: SqlDialect, workflow_id: str, *, cascade: bool
 ) -> None:
     """Take, before any row lock, the event-key locks of a control operation that
     finishes ``workflow_id`` (and, with ``cascade``, terminates its open descendants).
@@ -162,7 +162,7 @@ async def lock_for_finish(
     await dialect.lock_event_keys(conn, sorted(keys))
 
 
-async def terminate_descendants(conn: AsyncConnection, dialect: SqlDialect, root_id: str) -> int:
+async def terminate_descendants(conn: SqlConnection, dialect: SqlDialect, root_id: str) -> int:
     """TERMINATE every RUNNABLE or SUSPENDED workflow below ``root_id``, clearing their
     leases (which fences off their owners) as the root's was; returns how many.
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe_core.errors import LeaseLost, ProviderError
 from wfe_core.models import (
@@ -31,6 +30,7 @@ from wfe_core.models import (
     WorkflowStatus,
 )
 from wfe_sql import children, rows
+from wfe_sql.connection import SqlConnection
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.events import keep_due_for_events
 from wfe_sql.schema import (
@@ -53,7 +53,7 @@ def _is_owner(workflow_id: str, owner: str, token: int) -> sa.ColumnElement[bool
     )
 
 
-async def load_state(conn: AsyncConnection, claim: Claim) -> WorkflowState:
+async def load_state(conn: SqlConnection, claim: Claim) -> WorkflowState:
     """The record, pointers and subscriptions of a workflow we hold; else LeaseLost."""
     stmt = sa.select(workflows).where(_is_owner(claim.workflow_id, claim.owner, claim.token))
     row = (await conn.execute(stmt)).mappings().first()
@@ -73,7 +73,7 @@ async def load_state(conn: AsyncConnection, claim: Claim) -> WorkflowState:
 
 
 async def load_states(
-    conn: AsyncConnection, dialect: SqlDialect, claims: Sequence[Claim]
+    conn: SqlConnection, dialect: SqlDialect, claims: Sequence[Claim]
 ) -> dict[str, WorkflowState]:
     """:func:`load_state` of many claims at once; stale claims are left out."""
     held = {c.workflow_id: c for c in claims}
@@ -224,7 +224,7 @@ def _update_statement(dialect: SqlDialect, columns: tuple[str, ...], finishing: 
 
 
 async def update_workflow(
-    conn: AsyncConnection, dialect: SqlDialect, prepared_commit: PreparedCommit
+    conn: SqlConnection, dialect: SqlDialect, prepared_commit: PreparedCommit
 ) -> tuple[WorkflowStatus, int, str | None] | None:
     """Write the workflow row of a step commit if we hold the lease and this commit
     has not landed yet; ``None`` if nothing matched (fenced off, or landed).
@@ -255,7 +255,7 @@ async def update_workflow(
 
 
 async def landed_commit(
-    conn: AsyncConnection, dialect: SqlDialect, prepared: PreparedCommit
+    conn: SqlConnection, dialect: SqlDialect, prepared: PreparedCommit
 ) -> CommitResult | None:
     """What an earlier run of this very commit left, if it landed; else ``None``.
 
@@ -279,7 +279,7 @@ async def landed_commit(
 
 
 async def write_pointers(
-    conn: AsyncConnection, dialect: SqlDialect, prepared: PreparedCommit
+    conn: SqlConnection, dialect: SqlDialect, prepared: PreparedCommit
 ) -> None:
     """Overwrite the commit's updated pointers and append its new ones.
 
@@ -295,7 +295,7 @@ async def write_pointers(
     await append_pointers(conn, dialect, prepared.new_pointers)
 
 
-async def write_subscriptions(conn: AsyncConnection, commit: StepCommit) -> None:
+async def write_subscriptions(conn: SqlConnection, commit: StepCommit) -> None:
     """Add the commit's new subscriptions and drop the removed ones."""
     if commit.removed_subscriptions:
         await conn.execute(
@@ -311,7 +311,7 @@ async def write_subscriptions(conn: AsyncConnection, commit: StepCommit) -> None
         )
 
 
-async def write_deliveries(conn: AsyncConnection, dialect: SqlDialect, commit: StepCommit) -> None:
+async def write_deliveries(conn: SqlConnection, dialect: SqlDialect, commit: StepCommit) -> None:
     """Record the events this commit consumed; a second delivery violates the key."""
     for event_id in commit.delivered_events:
         await conn.execute(
@@ -321,7 +321,7 @@ async def write_deliveries(conn: AsyncConnection, dialect: SqlDialect, commit: S
         )
 
 
-async def write_errors(conn: AsyncConnection, commit: StepCommit) -> None:
+async def write_errors(conn: SqlConnection, commit: StepCommit) -> None:
     """Append the commit's execution errors."""
     if commit.errors:
         await conn.execute(
@@ -331,7 +331,7 @@ async def write_errors(conn: AsyncConnection, commit: StepCommit) -> None:
 
 
 async def apply_commit(
-    conn: AsyncConnection, dialect: SqlDialect, prepared: PreparedCommit
+    conn: SqlConnection, dialect: SqlDialect, prepared: PreparedCommit
 ) -> CommitResult:
     """Every write of one step transition, workflow row first (fencing); a no-op
     returning the stored outcome if this commit already landed.

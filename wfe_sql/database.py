@@ -33,7 +33,6 @@ from typing import TypeVar
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -46,6 +45,7 @@ from tenacity import (
 
 from wfe_core.clock import SyncedClock
 from wfe_core.errors import ProviderError
+from wfe_sql.connection import SqlConnection, SqlEngine
 from wfe_sql.dialect import Listener, SqlDialect
 from wfe_sql.gate import PriorityGate
 
@@ -53,10 +53,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-Work = Callable[[AsyncConnection], Awaitable[T]]
+Work = Callable[[SqlConnection], Awaitable[T]]
 """The SQL of one transaction: an async function of the connection."""
 
-Reconcile = Callable[[AsyncConnection], Awaitable[T | None]]
+Reconcile = Callable[[SqlConnection], Awaitable[T | None]]
 """Looks, after a COMMIT whose outcome is unknown, for the earlier attempt's effects:
 the operation's result if it landed, ``None`` if it did not."""
 
@@ -136,7 +136,7 @@ class Database:
 
     def __init__(self, dialect: SqlDialect, retry: RetryPolicy | None = None) -> None:
         self.dialect = dialect
-        self.engine: AsyncEngine = dialect.create_engine()
+        self.engine: SqlEngine = dialect.create_engine()
         self.clock = SyncedClock()
         self.signal = WorkSignal()
         self.retry = retry or RetryPolicy()
@@ -291,7 +291,7 @@ class Database:
         """Read the database clock and sync :attr:`clock` with it."""
         started = time.monotonic_ns()
 
-        async def read_now(conn: AsyncConnection) -> int:
+        async def read_now(conn: SqlConnection) -> int:
             return int((await conn.execute(select(self.dialect.now_ms()))).scalar_one())
 
         now = await self.read("read the database clock", read_now)
@@ -322,7 +322,7 @@ class Database:
         await self.engine.dispose()
 
 
-async def _finish(conn: AsyncConnection) -> None:
+async def _finish(conn: SqlConnection) -> None:
     """Roll back whatever is still open on ``conn`` and hand it back to the pool."""
     try:
         if conn.in_transaction():

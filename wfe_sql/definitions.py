@@ -7,16 +7,16 @@ import json
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe_core.models import DefinitionRecord, DefinitionSourceRecord
 from wfe_sql import rows
+from wfe_sql.connection import SqlConnection
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.schema import PINNED_WHERE, definition_sources, definitions, workflows
 
 
 async def upsert_definition(
-    conn: AsyncConnection, dialect: SqlDialect, record: DefinitionRecord
+    conn: SqlConnection, dialect: SqlDialect, record: DefinitionRecord
 ) -> None:
     """Insert or replace one (definition_id, version); ``registered_at`` 0 means now."""
     changes = {
@@ -30,7 +30,7 @@ async def upsert_definition(
 
 
 async def select_definition(
-    conn: AsyncConnection, definition_id: str, version: int | None
+    conn: SqlConnection, definition_id: str, version: int | None
 ) -> DefinitionRecord | None:
     """The definition at this version (the highest one when ``None``); by primary key."""
     stmt = sa.select(definitions).where(definitions.c.definition_id == definition_id)
@@ -45,21 +45,21 @@ async def select_definition(
 
 
 async def insert_source(
-    conn: AsyncConnection, dialect: SqlDialect, source: DefinitionSourceRecord
+    conn: SqlConnection, dialect: SqlDialect, source: DefinitionSourceRecord
 ) -> None:
     """Store a definition source unless its digest is stored (sources never change)."""
     values = rows.source_values(source, dialect.now_ms())
     await conn.execute(dialect.insert_ignore(definition_sources, values))
 
 
-async def select_source(conn: AsyncConnection, digest: str) -> DefinitionSourceRecord | None:
+async def select_source(conn: SqlConnection, digest: str) -> DefinitionSourceRecord | None:
     """The definition source with this digest, or ``None``; by primary key."""
     stmt = sa.select(definition_sources).where(definition_sources.c.digest == digest)
     row = (await conn.execute(stmt)).mappings().first()
     return None if row is None else rows.source(row)
 
 
-async def source_exists(conn: AsyncConnection, digest: str) -> bool:
+async def source_exists(conn: SqlConnection, digest: str) -> bool:
     """Whether a definition source with this digest is stored; by primary key."""
     stmt = sa.select(sa.literal(1)).where(definition_sources.c.digest == digest)
     return (await conn.execute(stmt)).first() is not None
@@ -72,7 +72,7 @@ def select_pinned_statement() -> sa.Select[Any]:
     return sa.select(*columns).where(PINNED_WHERE).distinct().order_by(*columns)
 
 
-async def select_pinned(conn: AsyncConnection) -> list[tuple[str, int, str]]:
+async def select_pinned(conn: SqlConnection) -> list[tuple[str, int, str]]:
     """Run :func:`select_pinned_statement`."""
     result = await conn.execute(select_pinned_statement())
     return [(row[0], int(row[1]), row[2]) for row in result]

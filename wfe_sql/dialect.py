@@ -14,8 +14,9 @@ from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, FromClause, Insert, Select, Table
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.types import TypeEngine
+
+from wfe_sql.connection import SqlConnection, SqlEngine
 
 
 def rows_param(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -54,8 +55,10 @@ class SqlDialect(Protocol):
     thread and the pragmas per SQLite connection, a login per PostgreSQL one) than
     waiting for a pooled one."""
 
-    def create_engine(self) -> AsyncEngine:
-        """Build the engine with its connection set-up (pragmas, session settings)."""
+    def create_engine(self) -> SqlEngine:
+        """Build the engine with its connection set-up (pragmas, session settings):
+        an ``AsyncEngine`` where the driver is asynchronous, or one whose connections
+        are called directly (see :mod:`wfe_sql.connection`)."""
         ...
 
     def now_ms(self) -> ColumnElement[int]:
@@ -93,7 +96,7 @@ class SqlDialect(Protocol):
         """``INSERT ... ON CONFLICT (cols) DO UPDATE SET ... [WHERE ...]``."""
         ...
 
-    async def lock_event_keys(self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
+    async def lock_event_keys(self, conn: SqlConnection, keys: Sequence[tuple[str, str]]) -> None:
         """Serialise, until ``conn``'s transaction ends, every writer of these
         ``(event name, key)`` pairs (a publish, a commit adding a subscription).
 
@@ -115,7 +118,7 @@ class SqlDialect(Protocol):
         """
         ...
 
-    async def begin(self, conn: AsyncConnection, *, write: bool, single: bool = False) -> None:
+    async def begin(self, conn: SqlConnection, *, write: bool, single: bool = False) -> None:
         """Start a transaction on ``conn``: a write one takes the write lock up front.
 
         ``single``: the work is one statement (a write atomic by itself, or a read
@@ -128,11 +131,11 @@ class SqlDialect(Protocol):
         """Whether retrying the operation may succeed (busy, lock timeout, lost link)."""
         ...
 
-    async def prepare_migration(self, conn: AsyncConnection) -> None:
+    async def prepare_migration(self, conn: SqlConnection) -> None:
         """Serialise concurrent migrators inside the migration transaction."""
         ...
 
-    async def notify_work(self, conn: AsyncConnection) -> None:
+    async def notify_work(self, conn: SqlConnection) -> None:
         """Tell other processes, on commit of ``conn``'s transaction, that work is due."""
         ...
 

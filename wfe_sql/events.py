@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe_core.models import Event, EventSubscription, WorkflowStatus
 from wfe_sql import rows
+from wfe_sql.connection import SqlConnection
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.schema import RUNNABLE_SQL, deliveries, events, subscriptions, workflows
 
 
 async def insert_event(
-    conn: AsyncConnection, dialect: SqlDialect, event_id: str, name: str, key: str, data_json: str
+    conn: SqlConnection, dialect: SqlDialect, event_id: str, name: str, key: str, data_json: str
 ) -> Event:
     """Store an event stamped with the database clock."""
     stmt = (
@@ -23,13 +23,13 @@ async def insert_event(
     return rows.event((await conn.execute(stmt)).mappings().one())
 
 
-async def select_event(conn: AsyncConnection, event_id: str) -> Event | None:
+async def select_event(conn: SqlConnection, event_id: str) -> Event | None:
     """The event with this id, or ``None``; by primary key."""
     row = (await conn.execute(sa.select(events).where(events.c.id == event_id))).mappings().first()
     return None if row is None else rows.event(row)
 
 
-async def wake_subscribers(conn: AsyncConnection, event: Event) -> int:
+async def wake_subscribers(conn: SqlConnection, event: Event) -> int:
     """Make due now every RUNNABLE workflow subscribed to the event; returns how many.
 
     Uses ix_wfe_subscriptions_name_key.
@@ -50,7 +50,7 @@ async def wake_subscribers(conn: AsyncConnection, event: Event) -> int:
     return (await conn.execute(stmt)).rowcount
 
 
-async def keep_due_for_events(conn: AsyncConnection, dialect: SqlDialect, workflow_id: str) -> bool:
+async def keep_due_for_events(conn: SqlConnection, dialect: SqlDialect, workflow_id: str) -> bool:
     """Make a RUNNABLE, idle workflow due now if one of its subscriptions matches an event
     not yet delivered to it; returns whether it did.
 
@@ -91,7 +91,7 @@ async def keep_due_for_events(conn: AsyncConnection, dialect: SqlDialect, workfl
 
 
 async def earliest_undelivered(
-    conn: AsyncConnection, workflow_id: str, sub: EventSubscription
+    conn: SqlConnection, workflow_id: str, sub: EventSubscription
 ) -> Event | None:
     """The first event matching a subscription not yet delivered to the workflow.
 
@@ -113,7 +113,7 @@ async def earliest_undelivered(
     return None if row is None else rows.event(row)
 
 
-async def delete_unreachable_events(conn: AsyncConnection, older_than_ms: int, batch: int) -> int:
+async def delete_unreachable_events(conn: SqlConnection, older_than_ms: int, batch: int) -> int:
     """Delete up to ``batch`` events before the time that no unfinished workflow can match.
 
     An unfinished workflow only matches events from its creation on (and a subscription

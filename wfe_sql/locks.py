@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe_core.errors import LeaseLost
 from wfe_core.models import Lease
 from wfe_core.ports.lock import LockProvider
+from wfe_sql.connection import SqlConnection
 from wfe_sql.database import Database
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.schema import locks
@@ -24,7 +24,7 @@ def _lease(row: sa.Row[tuple[str, str, int, int]]) -> Lease:
 
 
 async def take_lock(
-    conn: AsyncConnection, dialect: SqlDialect, name: str, owner: str, ttl_ms: int
+    conn: SqlConnection, dialect: SqlDialect, name: str, owner: str, ttl_ms: int
 ) -> Lease | None:
     """Take the lock, with the next token, if it is free, released, expired or already
     ``owner``'s; ``None`` if someone else holds it."""
@@ -41,7 +41,7 @@ async def take_lock(
 
 
 async def extend_lock(
-    conn: AsyncConnection, dialect: SqlDialect, lease: Lease, ttl_ms: int
+    conn: SqlConnection, dialect: SqlDialect, lease: Lease, ttl_ms: int
 ) -> Lease | None:
     """Push a held lock's expiry to now + ttl; ``None`` if the lease is no longer ours."""
     stmt = (
@@ -56,7 +56,7 @@ async def extend_lock(
     return None if row is None else _lease(row)
 
 
-async def free_lock(conn: AsyncConnection, lease: Lease) -> None:
+async def free_lock(conn: SqlConnection, lease: Lease) -> None:
     """Free a held lock, keeping its token; a stale lease changes nothing."""
     await conn.execute(
         sa.update(locks)

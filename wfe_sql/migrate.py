@@ -14,9 +14,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 import migrations
+from wfe_sql.connection import SqlConnection
 from wfe_sql.database import Database
 from wfe_sql.schema import VERSION_TABLE
 
@@ -37,7 +37,7 @@ async def _run(db: Database, what: str, action: Callable[[Config], None]) -> Non
     def run(connection: Connection) -> None:
         action(alembic_config(connection, render_as_batch=batch))
 
-    async def work(conn: AsyncConnection) -> None:
+    async def work(conn: SqlConnection) -> None:
         await db.dialect.prepare_migration(conn)
         await conn.run_sync(run)
 

@@ -32,12 +32,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe_core.errors import LeaseLost, ProviderError
 from wfe_core.models import FINISHED_STATUSES, WorkflowStatus
 from wfe_sql import children
 from wfe_sql.commit import CommitResult, PreparedCommit, landed_commit, workflow_changes
+from wfe_sql.connection import SqlConnection
 from wfe_sql.dialect import SqlDialect, rows_param
 from wfe_sql.schema import FINISHED_SQL, pointers, workflows
 from wfe_sql.statements import prepared
@@ -213,7 +213,7 @@ def _commit_row(item: PreparedCommit) -> dict[str, Any]:
 
 
 async def apply_plain_commits(
-    conn: AsyncConnection,
+    conn: SqlConnection,
     dialect: SqlDialect,
     items: Sequence[PreparedCommit],
     sizer: RunSizer,
@@ -258,7 +258,7 @@ async def apply_plain_commits(
 
 
 async def _write_pointers(
-    conn: AsyncConnection, dialect: SqlDialect, items: Sequence[PreparedCommit], sizer: RunSizer
+    conn: SqlConnection, dialect: SqlDialect, items: Sequence[PreparedCommit], sizer: RunSizer
 ) -> None:
     updated = [values for item in items for values in item.updated_pointers]
     if updated:

@@ -8,8 +8,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from wfe_core.errors import (
     DefinitionNotFound,
     LeaseLost,
@@ -38,6 +36,7 @@ from wfe_core.ports.persistence import PersistenceProvider
 from wfe_sql import children, definitions, events, migrate, purge, rows, workflows
 from wfe_sql import commit as commits
 from wfe_sql.batching import Batcher
+from wfe_sql.connection import SqlConnection
 from wfe_sql.database import Database, RetryPolicy
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.locks import SqlLock
@@ -109,10 +108,10 @@ class SqlPersistence(PersistenceProvider):
         if len(news) == 1:
             return [await _outcome(self.create_one(news[0]))]
 
-        async def work(conn: AsyncConnection) -> list[tuple[WorkflowRecord, bool]]:
+        async def work(conn: SqlConnection) -> list[tuple[WorkflowRecord, bool]]:
             return [(record, True) for record in await self._insert_batch(conn, news)]
 
-        async def landed(conn: AsyncConnection) -> list[tuple[WorkflowRecord, bool]] | None:
+        async def landed(conn: SqlConnection) -> list[tuple[WorkflowRecord, bool]] | None:
             found = await workflows.select_workflows_by_id(
                 conn, self._dialect, [n.id for n in news], finished_only=False
             )
@@ -130,7 +129,7 @@ class SqlPersistence(PersistenceProvider):
         return list(made)
 
     async def _insert_batch(
-        self, conn: AsyncConnection, news: list[NewWorkflow]
+        self, conn: SqlConnection, news: list[NewWorkflow]
     ) -> list[WorkflowRecord]:
         started = time.monotonic_ns()
         for digest in sorted({n.source_digest for n in news if n.source_digest is not None}):
@@ -167,7 +166,7 @@ class SqlPersistence(PersistenceProvider):
         rows.check_json(new.data, f"data of workflow {new.id}")
         pointers = [rows.pointer_values(new.id, pointer) for pointer in new.pointers]
 
-        async def work(conn: AsyncConnection) -> tuple[WorkflowRecord, bool]:
+        async def work(conn: SqlConnection) -> tuple[WorkflowRecord, bool]:
             started = time.monotonic_ns()
             refused = await _refusal(conn, new)
             if refused is not None:
@@ -190,7 +189,7 @@ class SqlPersistence(PersistenceProvider):
                 await self._dialect.notify_work(conn)
             return record, True
 
-        async def landed(conn: AsyncConnection) -> tuple[WorkflowRecord, bool] | None:
+        async def landed(conn: SqlConnection) -> tuple[WorkflowRecord, bool] | None:
             # Ids are fresh UUIDs: a row with ours can only be an earlier attempt's.
             record = await workflows.select_workflow(conn, new.id)
             return None if record is None else (record, True)
@@ -227,7 +226,7 @@ class SqlPersistence(PersistenceProvider):
         for start in range(0, len(ids), ID_CHUNK):
             chunk = ids[start : start + ID_CHUNK]
 
-            async def work(conn: AsyncConnection, chunk: list[str] = chunk) -> list[WorkflowRecord]:
+            async def work(conn: SqlConnection, chunk: list[str] = chunk) -> list[WorkflowRecord]:
                 return await workflows.select_workflows_by_id(
                     conn, self._dialect, chunk, finished_only=finished_only
                 )
@@ -244,7 +243,7 @@ class SqlPersistence(PersistenceProvider):
     async def get_pointers(self, workflow_id: str) -> list[ExecutionPointer]:
         """Every pointer of the workflow, oldest first; ``NotFound`` if unknown."""
 
-        async def work(conn: AsyncConnection) -> list[ExecutionPointer]:
+        async def work(conn: SqlConnection) -> list[ExecutionPointer]:
             if not await workflows.workflow_exists(conn, workflow_id):
                 raise NotFound(workflow_id)
             return await workflows.select_pointers(conn, workflow_id)
@@ -331,7 +330,7 @@ class SqlPersistence(PersistenceProvider):
         return results
 
     async def _commit_chunk(
-        self, conn: AsyncConnection, items: list[commits.PreparedCommit]
+        self, conn: SqlConnection, items: list[commits.PreparedCommit]
     ) -> list[commits.CommitResult | BaseException]:
         """Apply commits in order until the time budget is spent (at least one);
         returns the outcomes of those it applied."""
@@ -370,7 +369,7 @@ class SqlPersistence(PersistenceProvider):
         """
         cascade = to is WorkflowStatus.TERMINATED
 
-        async def work(conn: AsyncConnection) -> WorkflowRecord:
+        async def work(conn: SqlConnection) -> WorkflowRecord:
             started = time.monotonic_ns()
             if to in FINISHED_STATUSES:
                 await children.lock_for_finish(conn, self._dialect, workflow_id, cascade=cascade)
@@ -387,7 +386,7 @@ class SqlPersistence(PersistenceProvider):
                 await self._dialect.notify_work(conn)
             return record
 
-        async def landed(conn: AsyncConnection) -> WorkflowRecord | None:
+        async def landed(conn: SqlConnection) -> WorkflowRecord | None:
             record = await workflows.select_workflow(conn, workflow_id)
             return record if record is not None and record.status is to else None
 
@@ -404,11 +403,11 @@ class SqlPersistence(PersistenceProvider):
         finished = statuses & FINISHED_STATUSES
         batch = purge.PURGE_BATCH
 
-        async def purge_workflows(conn: AsyncConnection) -> int:
+        async def purge_workflows(conn: SqlConnection) -> int:
             ids = await purge.select_purgeable(conn, older_than_ms, finished, batch)
             return await purge.delete_workflows(conn, ids) if ids else 0
 
-        async def purge_events(conn: AsyncConnection) -> int:
+        async def purge_events(conn: SqlConnection) -> int:
             return await events.delete_unreachable_events(conn, older_than_ms, batch)
 
         deleted = 0
@@ -427,7 +426,7 @@ class SqlPersistence(PersistenceProvider):
 
         event_id = uuid.uuid4().hex
 
-        async def work(conn: AsyncConnection) -> tuple[Event, int]:
+        async def work(conn: SqlConnection) -> tuple[Event, int]:
             started = time.monotonic_ns()
             # Before the event row and the row locks of the wake-up: a commit adding a
             # matching subscription then either sees this event or is seen by it.
@@ -439,7 +438,7 @@ class SqlPersistence(PersistenceProvider):
                 await self._dialect.notify_work(conn)
             return event, woken
 
-        async def landed(conn: AsyncConnection) -> tuple[Event, int] | None:
+        async def landed(conn: SqlConnection) -> tuple[Event, int] | None:
             event = await events.select_event(conn, event_id)
             # Its wake-ups were committed with it; wake this process again to be sure.
             return None if event is None else (event, 1)
@@ -456,7 +455,7 @@ class SqlPersistence(PersistenceProvider):
     ) -> dict[str, Event]:
         """For each subscription, the earliest matching event not yet delivered."""
 
-        async def work(conn: AsyncConnection) -> dict[str, Event]:
+        async def work(conn: SqlConnection) -> dict[str, Event]:
             found: dict[str, Event] = {}
             for sub in subscriptions:
                 event = await events.earliest_undelivered(conn, workflow_id, sub)
@@ -481,7 +480,7 @@ class SqlPersistence(PersistenceProvider):
         """
         saved = record.model_copy(update={"source_digest": saved_source_digest(record, source)})
 
-        async def work(conn: AsyncConnection) -> None:
+        async def work(conn: SqlConnection) -> None:
             if source is not None:
                 await definitions.insert_source(conn, self._dialect, source)
             elif saved.source_digest is not None and not await definitions.source_exists(
@@ -519,7 +518,7 @@ class SqlPersistence(PersistenceProvider):
         return await self._db.read("list pinned definition sources", definitions.select_pinned)
 
 
-async def _refusal(conn: AsyncConnection, new: NewWorkflow) -> Exception | None:
+async def _refusal(conn: SqlConnection, new: NewWorkflow) -> Exception | None:
     """Why ``new`` may not be created, or ``None``: its parent is missing or finished
     (the parent's row is share-locked first, see :func:`children.lock_parent`), or its
     source is not stored (a plain read: sources are never deleted)."""

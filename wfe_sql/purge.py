@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe_core.models import WorkflowStatus
+from wfe_sql.connection import SqlConnection
 from wfe_sql.schema import deliveries, errors, pointers, subscriptions, workflows
 
 PURGE_BATCH = 500
@@ -17,7 +17,7 @@ _CHILD_TABLES = (pointers, subscriptions, deliveries, errors)
 
 
 async def select_purgeable(
-    conn: AsyncConnection,
+    conn: SqlConnection,
     older_than_ms: int,
     statuses: frozenset[WorkflowStatus],
     batch: int,
@@ -38,7 +38,7 @@ async def select_purgeable(
     return list((await conn.execute(stmt)).scalars())
 
 
-async def delete_workflows(conn: AsyncConnection, ids: Sequence[str]) -> int:
+async def delete_workflows(conn: SqlConnection, ids: Sequence[str]) -> int:
     """Delete workflows by id with their pointers, subscriptions, deliveries and errors."""
     for table in _CHILD_TABLES:
         await conn.execute(sa.delete(table).where(table.c.workflow_id.in_(ids)))

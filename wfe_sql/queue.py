@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe_core.models import Claim
 from wfe_core.ports.queue import QueueProvider
+from wfe_sql.connection import SqlConnection
 from wfe_sql.database import Database
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.schema import RUNNABLE_SQL, workflows
@@ -93,7 +93,7 @@ def claim_statement(dialect: SqlDialect, eligible: Sequence[tuple[str, int]]) ->
 
 
 async def claim_due(
-    conn: AsyncConnection,
+    conn: SqlConnection,
     dialect: SqlDialect,
     owner: str,
     limit: int,
@@ -123,7 +123,7 @@ def _claim_of(row: Any, owner: str) -> Claim:
 
 
 async def renew_leases(
-    conn: AsyncConnection, dialect: SqlDialect, claims: Sequence[Claim], lease_ms: int
+    conn: SqlConnection, dialect: SqlDialect, claims: Sequence[Claim], lease_ms: int
 ) -> list[Claim]:
     """Push the expiry of held leases to now + lease, one statement per owner; returns
     the renewed claims (a stale one is left out)."""
@@ -165,7 +165,7 @@ async def renew_leases(
     return renewed
 
 
-async def release_lease(conn: AsyncConnection, dialect: SqlDialect, claim: Claim) -> int | None:
+async def release_lease(conn: SqlConnection, dialect: SqlDialect, claim: Claim) -> int | None:
     """Give a held lease up and make the workflow due now; returns the database time, or
     ``None`` if the claim is stale. The token stays: it only ever grows."""
     now = dialect.now_ms()
@@ -199,7 +199,7 @@ class SqlQueue(QueueProvider):
         await self._db.ensure_listener()
         dialect, lease_ms = self._db.dialect, _ms(lease_seconds)
 
-        async def work(conn: AsyncConnection) -> list[Claim]:
+        async def work(conn: SqlConnection) -> list[Claim]:
             started = time.monotonic_ns()
             claims = await claim_due(conn, dialect, owner, limit, lease_ms, eligible)
             if claims:
@@ -213,7 +213,7 @@ class SqlQueue(QueueProvider):
         """Extend the leases still held; a claim missing from the result was lost."""
         dialect, lease_ms = self._db.dialect, _ms(lease_seconds)
 
-        async def work(conn: AsyncConnection) -> list[Claim]:
+        async def work(conn: SqlConnection) -> list[Claim]:
             started = time.monotonic_ns()
             renewed = await renew_leases(conn, dialect, claims, lease_ms)
             if renewed:
@@ -229,7 +229,7 @@ class SqlQueue(QueueProvider):
     async def release(self, claim: Claim) -> None:
         """Give the lease up and make the workflow due now; a stale claim is ignored."""
 
-        async def work(conn: AsyncConnection) -> bool:
+        async def work(conn: SqlConnection) -> bool:
             started = time.monotonic_ns()
             db_now = await release_lease(conn, self._db.dialect, claim)
             if db_now is None:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe_core.models import WorkflowRecord
 from wfe_core.ports.search import SearchIndex
+from wfe_sql.connection import SqlConnection
 from wfe_sql.database import Database
 from wfe_sql.schema import workflows
 
 
-async def search_workflows(conn: AsyncConnection, text: str, limit: int) -> list[str]:
+async def search_workflows(conn: SqlConnection, text: str, limit: int) -> list[str]:
     """Ids of workflows whose reference, definition id or data contain ``text``
     (case-insensitive), newest first; a full scan, meant for operators' look-ups."""
     matches = sa.or_(

@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe_core.errors import InvalidStateTransition, NotFound
 from wfe_core.models import (
@@ -18,6 +17,7 @@ from wfe_core.models import (
     WorkflowStatus,
 )
 from wfe_sql import rows
+from wfe_sql.connection import SqlConnection
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.schema import pointers, workflows
 from wfe_sql.statements import prepared
@@ -70,7 +70,7 @@ def _new_workflow_params(new: NewWorkflow) -> dict[str, Any]:
 
 
 async def insert_workflow(
-    conn: AsyncConnection, dialect: SqlDialect, new: NewWorkflow
+    conn: SqlConnection, dialect: SqlDialect, new: NewWorkflow
 ) -> WorkflowRecord | None:
     """Insert a RUNNABLE workflow created now; ``None`` if its idempotency key is taken."""
     keyed = new.idempotency_key is not None
@@ -83,7 +83,7 @@ async def insert_workflow(
 
 
 async def insert_workflows(
-    conn: AsyncConnection, dialect: SqlDialect, news: Sequence[NewWorkflow]
+    conn: SqlConnection, dialect: SqlDialect, news: Sequence[NewWorkflow]
 ) -> list[WorkflowRecord]:
     """Insert RUNNABLE workflows without idempotency keys in one statement; their
     records in the order given."""
@@ -107,7 +107,7 @@ def locked_in_id_order(dialect: SqlDialect, *where: sa.ColumnElement[bool]) -> s
     )
 
 
-async def select_workflow(conn: AsyncConnection, workflow_id: str) -> WorkflowRecord | None:
+async def select_workflow(conn: SqlConnection, workflow_id: str) -> WorkflowRecord | None:
     """The workflow with this id, or ``None``; by primary key."""
     stmt = sa.select(workflows).where(workflows.c.id == workflow_id)
     row = (await conn.execute(stmt)).mappings().first()
@@ -115,7 +115,7 @@ async def select_workflow(conn: AsyncConnection, workflow_id: str) -> WorkflowRe
 
 
 async def select_workflows_by_id(
-    conn: AsyncConnection,
+    conn: SqlConnection,
     dialect: SqlDialect,
     workflow_ids: Sequence[str],
     *,
@@ -137,14 +137,14 @@ async def select_workflows_by_id(
     return [rows.workflow_record(row) for row in result.mappings()]
 
 
-async def select_workflow_by_key(conn: AsyncConnection, key: str) -> WorkflowRecord | None:
+async def select_workflow_by_key(conn: SqlConnection, key: str) -> WorkflowRecord | None:
     """The workflow created with this idempotency key; uses ux_wfe_workflows_idempotency_key."""
     stmt = sa.select(workflows).where(workflows.c.idempotency_key == key)
     row = (await conn.execute(stmt)).mappings().first()
     return None if row is None else rows.workflow_record(row)
 
 
-async def select_workflows(conn: AsyncConnection, query: WorkflowQuery) -> list[WorkflowRecord]:
+async def select_workflows(conn: SqlConnection, query: WorkflowQuery) -> list[WorkflowRecord]:
     """Workflows matching the filters, newest first; uses the ix_wfe_workflows_* indexes."""
     stmt = sa.select(workflows)
     if query.status is not None:
@@ -161,13 +161,13 @@ async def select_workflows(conn: AsyncConnection, query: WorkflowQuery) -> list[
     return [rows.workflow_record(row) for row in (await conn.execute(stmt)).mappings()]
 
 
-async def workflow_exists(conn: AsyncConnection, workflow_id: str) -> bool:
+async def workflow_exists(conn: SqlConnection, workflow_id: str) -> bool:
     """Whether a workflow with this id exists; by primary key."""
     stmt = sa.select(sa.literal(1)).where(workflows.c.id == workflow_id)
     return (await conn.execute(stmt)).first() is not None
 
 
-async def select_pointers(conn: AsyncConnection, workflow_id: str) -> list[ExecutionPointer]:
+async def select_pointers(conn: SqlConnection, workflow_id: str) -> list[ExecutionPointer]:
     """Every pointer of a workflow in creation order; uses ux_wfe_pointers_workflow_position."""
     stmt = (
         sa.select(pointers.c.body)
@@ -195,7 +195,7 @@ def _append_pointers_statement() -> sa.Insert:
 
 
 async def append_pointers(
-    conn: AsyncConnection, dialect: SqlDialect, values: Sequence[Mapping[str, Any]]
+    conn: SqlConnection, dialect: SqlDialect, values: Sequence[Mapping[str, Any]]
 ) -> None:
     """Insert pointer rows of one workflow after its last one, in the given order, in one
     statement: each position is computed in SQL from the last stored one, not read first.
@@ -211,7 +211,7 @@ async def append_pointers(
 
 
 async def insert_pointers(
-    conn: AsyncConnection, values: Sequence[Mapping[str, Any]], first_position: int
+    conn: SqlConnection, values: Sequence[Mapping[str, Any]], first_position: int
 ) -> None:
     """Insert pointer rows (see :func:`rows.pointer_values`) at consecutive positions."""
     if values:
@@ -221,7 +221,7 @@ async def insert_pointers(
         )
 
 
-async def update_pointer(conn: AsyncConnection, values: Mapping[str, Any]) -> bool:
+async def update_pointer(conn: SqlConnection, values: Mapping[str, Any]) -> bool:
     """Overwrite a stored pointer row of its workflow; ``False`` if there is none."""
     changes = {k: v for k, v in values.items() if k not in ("id", "workflow_id")}
     stmt = (
@@ -233,7 +233,7 @@ async def update_pointer(conn: AsyncConnection, values: Mapping[str, Any]) -> bo
 
 
 async def set_status(
-    conn: AsyncConnection,
+    conn: SqlConnection,
     dialect: SqlDialect,
     workflow_id: str,
     action: str,
@@ -271,7 +271,7 @@ async def set_status(
     return rows.workflow_record(row), int(row["db_now"])
 
 
-async def _refuse(conn: AsyncConnection, workflow_id: str, action: str) -> NoReturn:
+async def _refuse(conn: SqlConnection, workflow_id: str, action: str) -> NoReturn:
     """Explain why a status change matched no row: unknown id, or a forbidding status."""
     current = await select_workflow(conn, workflow_id)
     if current is None:

@@ -1,6 +1,6 @@
 """SQLite backend of wfe: one database file, several processes, WAL mode.
 
-``import wfe_sqlite`` is cheap: SQLAlchemy, aiosqlite and the providers load when a
+``import wfe_sqlite`` is cheap: SQLAlchemy and the providers load when a
 backend is opened.
 """
 

@@ -10,11 +10,12 @@ Choices (see RELIABILITY.md §5):
   upgrade a lock, which SQLite would refuse with an instant SQLITE_BUSY.
 * **One writer per process.** A :class:`~wfe_sql.gate.PriorityGate` serialises
   this process's write transactions (lease upkeep first).
-* **Connections are driven on the event loop's thread**
-  (:mod:`wfe_sqlite.inline_driver`), not through aiosqlite's thread hand-overs, which
-  cost far more than the SQLite calls. So no call may sleep in SQLite: ``busy_timeout``
-  is 0, and :meth:`SqliteDialect.begin` waits for another process's write lock with
-  asyncio sleeps, for up to ``busy_timeout_ms`` (30 s) before SQLITE_BUSY.
+* **Connections are driven synchronously on the event loop's thread**
+  (:mod:`wfe_sqlite.engine`), not through aiosqlite's thread hand-overs nor
+  SQLAlchemy's greenlets, which cost far more than the SQLite calls. So no call may
+  sleep in SQLite: ``busy_timeout`` is 0, and :meth:`SqliteDialect.begin` waits for
+  another process's write lock with asyncio sleeps, for up to ``busy_timeout_ms``
+  (30 s) before SQLITE_BUSY.
 * **WAL, synchronous=NORMAL.** Readers and the writer do not block each other. With
   NORMAL a committed transaction survives a crash or ``kill -9`` of the process but
   may be lost on an OS crash or power loss; add ``?synchronous=FULL`` to the URL to
@@ -38,8 +39,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 from sqlalchemy.types import TypeEngine
 from tenacity import (
     AsyncRetrying,
@@ -50,10 +50,11 @@ from tenacity import (
 )
 
 from wfe_core.errors import ProviderError
+from wfe_sql.connection import SqlConnection
 from wfe_sql.dialect import Listener
 from wfe_sql.gate import PriorityGate
 from wfe_sql.on_conflict import OnConflictInserts
-from wfe_sqlite.inline_driver import inline_connector
+from wfe_sqlite.engine import SqliteEngine, connector
 
 logger = logging.getLogger(__name__)
 
@@ -90,16 +91,19 @@ def _is_busy(exc: BaseException) -> bool:
 
 
 def normalize_url(url: str | URL) -> tuple[URL, str]:
-    """Return the aiosqlite URL and the ``synchronous`` level given in its query.
+    """Return the engine's URL and the ``synchronous`` level given in its query.
 
-    ``sqlite:///path`` gets the aiosqlite driver; in-memory databases are refused,
+    ``sqlite:///path`` and ``sqlite+aiosqlite:///path`` are accepted; the engine drives
+    its connections itself (:mod:`wfe_sqlite.engine`). In-memory databases are refused,
     since each pooled connection would see a different, empty database.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         raise ValueError(f"not a SQLite URL: {parsed.render_as_string(hide_password=True)}")
     if parsed.get_driver_name() not in ("pysqlite", "aiosqlite"):
-        raise ValueError(f"unsupported SQLite driver {parsed.get_driver_name()!r}; use aiosqlite")
+        raise ValueError(
+            f"unsupported SQLite driver {parsed.get_driver_name()!r}; use sqlite:///path"
+        )
     database = parsed.database or ""
     if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
         raise ValueError(
@@ -108,7 +112,7 @@ def normalize_url(url: str | URL) -> tuple[URL, str]:
     synchronous = str(parsed.query.get("synchronous", "NORMAL")).upper()
     if synchronous not in SYNCHRONOUS_LEVELS:
         raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_LEVELS)}")
-    parsed = parsed.difference_update_query(["synchronous"]).set(drivername="sqlite+aiosqlite")
+    parsed = parsed.difference_update_query(["synchronous"]).set(drivername="sqlite+pysqlite")
     return parsed, synchronous
 
 
@@ -136,20 +140,22 @@ class SqliteDialect(OnConflictInserts):
         self.pool_capacity = pool_size
         self._write_gate = PriorityGate()
 
-    def create_engine(self) -> AsyncEngine:
-        """An aiosqlite engine whose connections get our pragmas and BEGIN handling."""
-        engine = create_async_engine(
+    def create_engine(self) -> SqliteEngine:
+        """A synchronous engine whose connections get our pragmas and BEGIN handling."""
+        engine = sa.create_engine(
             self.url,
+            creator=connector(self.url.database or ""),
+            poolclass=QueuePool,
             pool_size=self._pool_size,
             max_overflow=self._max_overflow,
-            async_creator=inline_connector(self.url.database or ""),
+            pool_timeout=0,  # never block the loop's thread (see wfe_sqlite.engine)
         )
-        sa_event.listen(engine.sync_engine, "connect", self._on_connect)
-        sa_event.listen(engine.sync_engine, "begin", _on_begin)
-        return engine
+        sa_event.listen(engine, "connect", self._on_connect)
+        sa_event.listen(engine, "begin", _on_begin)
+        return SqliteEngine(engine)
 
     def _on_connect(self, dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-        # Driver autocommit (inline_connector opens them so): the driver never emits
+        # Driver autocommit (connector opens them so): the driver never emits
         # BEGIN; _on_begin does.
         assert dbapi_connection.isolation_level is None
         cursor = dbapi_connection.cursor()
@@ -196,7 +202,7 @@ class SqliteDialect(OnConflictInserts):
             )
         ).subquery(name)
 
-    async def lock_event_keys(self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
+    async def lock_event_keys(self, conn: SqlConnection, keys: Sequence[tuple[str, str]]) -> None:
         """Nothing to do: write transactions already run one at a time."""
 
     def lock_candidates(self, select: sa.Select[Any]) -> sa.Select[Any]:
@@ -207,7 +213,7 @@ class SqliteDialect(OnConflictInserts):
         """The process's single-writer lock; lease upkeep jumps the queue of commits."""
         return self._write_gate.hold(urgent=urgent)
 
-    async def begin(self, conn: AsyncConnection, *, write: bool, single: bool = False) -> None:
+    async def begin(self, conn: SqlConnection, *, write: bool, single: bool = False) -> None:
         """``BEGIN`` for reads; ``BEGIN IMMEDIATE`` for writes, single statements too
         (so a busy lock is waited for here, with asyncio sleeps, up to
         ``busy_timeout_ms``, never inside a statement). A statement costs no round
@@ -237,10 +243,10 @@ class SqliteDialect(OnConflictInserts):
         """Busy/locked databases and lost connections are worth a retry."""
         return bool(exc.connection_invalidated) or sqlite_error_code(exc) in _TRANSIENT_CODES
 
-    async def prepare_migration(self, conn: AsyncConnection) -> None:
+    async def prepare_migration(self, conn: SqlConnection) -> None:
         """Nothing to do: the migration runs inside ``BEGIN IMMEDIATE``, one at a time."""
 
-    async def notify_work(self, conn: AsyncConnection) -> None:
+    async def notify_work(self, conn: SqlConnection) -> None:
         """Nothing to do: SQLite cannot notify other processes; they poll."""
 
     async def listen(self, wake: Callable[[], None]) -> Listener | None:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe.backends import open_backend as open_by_url
 from wfe_core.ports.backend import Backend
+from wfe_sql.connection import SqlConnection
 from wfe_sql.database import Database
 from wfe_sql.provider import SqlPersistence
 from wfe_sqlite import open_backend
@@ -118,7 +118,7 @@ def locking(request: pytest.FixtureRequest, pg_backend: Backend, monkeypatch: An
     if not request.param:
         dialect = database_of(pg_backend).dialect
 
-        async def no_lock(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> None:
+        async def no_lock(conn: SqlConnection, keys: Sequence[tuple[str, str]]) -> None:
             return None
 
         monkeypatch.setattr(dialect, "lock_event_keys", no_lock)

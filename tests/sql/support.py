@@ -7,7 +7,6 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe_core.models import (
     Claim,
@@ -19,6 +18,7 @@ from wfe_core.models import (
     StepCommit,
 )
 from wfe_core.ports.backend import Backend
+from wfe_sql.connection import SqlConnection
 from wfe_sql.database import Database
 from wfe_sql.schema import deliveries, errors, pointers, subscriptions, workflows
 
@@ -44,7 +44,7 @@ def new_workflow(**fields: Any) -> NewWorkflow:
 async def table_rows(db: Database, workflow_id: str) -> dict[str, list[dict[str, Any]]]:
     """Every row about the workflow in every table (error ids, random, left out)."""
 
-    async def read(conn: AsyncConnection) -> dict[str, list[dict[str, Any]]]:
+    async def read(conn: SqlConnection) -> dict[str, list[dict[str, Any]]]:
         found: dict[str, list[dict[str, Any]]] = {}
         for table, key in (
             (workflows, workflows.c.id),

@@ -9,10 +9,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe_core.ports.backend import Backend
 from wfe_sql import definitions
+from wfe_sql.connection import SqlConnection
 from wfe_sql.database import Database
 
 from .conftest import database_of
@@ -45,7 +45,7 @@ FROM n
 
 
 async def sqlite_plan(db: Database, statement: str, parameters: Any) -> list[str]:
-    async def explain(conn: AsyncConnection) -> list[str]:
+    async def explain(conn: SqlConnection) -> list[str]:
         await conn.exec_driver_sql("ANALYZE")
         result = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
         return [str(row[-1]) for row in result.all()]
@@ -54,10 +54,10 @@ async def sqlite_plan(db: Database, statement: str, parameters: Any) -> list[str
 
 
 async def postgres_plan(db: Database, statement: str, parameters: Any) -> list[str]:
-    async def analyze(conn: AsyncConnection) -> None:
+    async def analyze(conn: SqlConnection) -> None:
         await conn.exec_driver_sql("ANALYZE wfe_workflows")
 
-    async def explain(conn: AsyncConnection) -> list[str]:
+    async def explain(conn: SqlConnection) -> list[str]:
         result = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
         plan = result.scalar_one()
         nodes: list[str] = []
@@ -126,7 +126,7 @@ async def test_the_pinned_sources_query_reads_the_pinned_index(
     )
     statement = str(
         definitions.select_pinned_statement().compile(
-            db.engine, compile_kwargs={"literal_binds": True}
+            db.engine.sync_engine, compile_kwargs={"literal_binds": True}
         )
     )
 

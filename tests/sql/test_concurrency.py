@@ -13,12 +13,11 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from wfe.backends import open_backend
 from wfe_core.errors import LeaseLost, ProviderError
 from wfe_core.models import Claim, StepCommit, WorkflowQuery
 from wfe_core.ports.backend import Backend
+from wfe_sql.connection import SqlConnection
 from wfe_sql.database import Database
 
 from .conftest import database_of
@@ -114,14 +113,14 @@ async def test_concurrent_idempotent_creates_from_several_engines_make_one_row(
 
 
 async def sqlite_integrity(db: Database) -> None:
-    async def check(conn: AsyncConnection) -> object:
+    async def check(conn: SqlConnection) -> object:
         return (await conn.exec_driver_sql("PRAGMA integrity_check")).scalar_one()
 
     assert await db.write("check", check) == "ok"
 
 
 async def postgres_integrity(db: Database) -> None:
-    async def check(conn: AsyncConnection) -> object:
+    async def check(conn: SqlConnection) -> object:
         # No session left inside a transaction by a cancelled task.
         stmt = (
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
@@ -171,11 +170,11 @@ async def test_random_cancellations_leave_the_engine_healthy(
             )
 
     db = database_of(sql_backend)
-    assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     record, created = await store.create_workflow(new_workflow())
     assert created and (await store.get_workflow(record.id)).id == record.id
     await INTEGRITY[sql_backend_name](db)
-    assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
 async def test_a_provider_error_inside_a_write_rolls_everything_back(

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from wfe_core.errors import LeaseLost
 from wfe_core.models import (
@@ -23,6 +23,7 @@ from wfe_core.models import (
 )
 from wfe_core.ports.backend import Backend
 from wfe_sql import commit as commits
+from wfe_sql.connection import SqlConnection
 from wfe_sql.schema import events, pointers, workflows
 
 from .conftest import database_of
@@ -41,23 +42,26 @@ def commit_lost(
     monkeypatch: pytest.MonkeyPatch, *, landed: bool, times: int = 1
 ) -> Iterator[list[int]]:
     """The next ``times`` COMMITs fail as if the link died: after the server committed
-    (``landed``) or before it received the COMMIT. Yields the count of failures made."""
-    real_commit = AsyncConnection.commit
+    (``landed``) or before it received the COMMIT. Yields the count of failures made.
+
+    Patched on SQLAlchemy's synchronous ``Connection``, which every backend's
+    connection commits through (directly, or from a greenlet)."""
+    real_commit = Connection.commit
     failures: list[int] = []
 
-    async def commit(self: AsyncConnection) -> None:
+    def commit(self: Connection) -> None:
         if len(failures) >= times:
-            await real_commit(self)
+            real_commit(self)
             return
         failures.append(1)
         if landed:
-            await real_commit(self)
+            real_commit(self)
         else:
-            await self.rollback()
+            self.rollback()
         raise lost_in_transit()
 
     with monkeypatch.context() as patch:
-        patch.setattr(AsyncConnection, "commit", commit)
+        patch.setattr(Connection, "commit", commit)
         yield failures
 
 
@@ -113,7 +117,7 @@ async def test_the_same_prepared_commit_run_twice_changes_nothing_the_second_tim
             full_commit(sql_backend, claim, first, event.id, release=release)
         )
 
-        async def apply(conn: AsyncConnection, prepared: Any = prepared) -> commits.CommitResult:
+        async def apply(conn: SqlConnection, prepared: Any = prepared) -> commits.CommitResult:
             return await commits.apply_commit(conn, db.dialect, prepared)
 
         first_result = await db.write("commit", apply)
@@ -158,7 +162,7 @@ async def test_creates_publishes_and_status_changes_reconcile_after_a_lost_commi
     assert created and suspended.status is WorkflowStatus.SUSPENDED
     assert event.data == {"x": 1}
 
-    async def count(conn: AsyncConnection) -> tuple[int, int, int]:
+    async def count(conn: SqlConnection) -> tuple[int, int, int]:
         def n(table: sa.Table) -> Any:
             return sa.select(sa.func.count()).select_from(table)
 
@@ -174,7 +178,7 @@ async def test_creates_publishes_and_status_changes_reconcile_after_a_lost_commi
 async def child_finished_events(sql_backend: Backend, child_id: str) -> list[dict[str, Any]]:
     """The stored child-finished event rows of ``child_id`` (their data parsed)."""
 
-    async def read(conn: AsyncConnection) -> list[dict[str, Any]]:
+    async def read(conn: SqlConnection) -> list[dict[str, Any]]:
         stmt = sa.select(events.c.data).where(
             events.c.name == CHILD_FINISHED_EVENT, events.c.key == child_id
         )
@@ -216,7 +220,7 @@ async def test_a_finishing_prepared_commit_run_twice_publishes_once(sql_backend:
     db = database_of(sql_backend)
     prepared = commits.prepare_commit(await claimed_child(sql_backend))
 
-    async def apply(conn: AsyncConnection) -> commits.CommitResult:
+    async def apply(conn: SqlConnection) -> commits.CommitResult:
         return await commits.apply_commit(conn, db.dialect, prepared)
 
     first = await db.write("commit", apply)

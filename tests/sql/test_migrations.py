@@ -14,11 +14,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 import migrations
 from wfe.backends import open_backend
 from wfe_sql import migrate
+from wfe_sql.connection import SqlConnection
 from wfe_sql.database import Database
 from wfe_sql.schema import VERSION_TABLE, metadata
 
@@ -65,7 +65,7 @@ async def due_index_predicate(db: Database) -> str:
 
 
 async def versions(db: Database) -> list[str]:
-    async def read(conn: AsyncConnection) -> list[str]:
+    async def read(conn: SqlConnection) -> list[str]:
         result = await conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}"))
         return list(result.scalars())
 

@@ -23,7 +23,6 @@ import random
 import uuid
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe.backends import open_backend
 from wfe_core.errors import InvalidStateTransition, LeaseLost, NotFound
@@ -39,6 +38,7 @@ from wfe_core.models import (
 from wfe_core.ports.backend import Backend
 from wfe_sql import children, rows, workflows
 from wfe_sql import commit as commits
+from wfe_sql.connection import SqlConnection
 from wfe_sql.database import Database
 
 from .conftest import database_of
@@ -76,7 +76,7 @@ def waiting_for(parent: Claim, child_id: str) -> StepCommit:
     return subscribe(parent, child_id, CHILD_FINISHED_EVENT)
 
 
-async def terminate_statements(conn: AsyncConnection, db: Database, workflow_id: str) -> None:
+async def terminate_statements(conn: SqlConnection, db: Database, workflow_id: str) -> None:
     """What ``set_status(..., TERMINATED)`` runs in its transaction."""
     await children.lock_for_finish(conn, db.dialect, workflow_id, cascade=True)
     record, _ = await workflows.set_status(
@@ -154,7 +154,7 @@ async def test_terminating_a_parent_while_its_child_finishes_does_not_deadlock(
 async def waiting_on_a_lock(db: Database) -> bool:
     """Whether a session of this database waits for a lock (a row's, here)."""
 
-    async def count(conn: AsyncConnection) -> int:
+    async def count(conn: SqlConnection) -> int:
         stmt = (
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
             " AND datname = current_database()"
@@ -164,7 +164,7 @@ async def waiting_on_a_lock(db: Database) -> bool:
     return await db.read("look at lock waits", count) > 0
 
 
-async def create_statements(conn: AsyncConnection, db: Database, new: NewWorkflow) -> None:
+async def create_statements(conn: SqlConnection, db: Database, new: NewWorkflow) -> None:
     """What ``create_workflow`` of a child runs in its transaction (parent open)."""
     assert new.parent_id is not None
     assert await children.lock_parent(conn, new.parent_id) is None

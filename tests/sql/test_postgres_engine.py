@@ -16,7 +16,6 @@ import pytest
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe import StepContext, WorkflowBuilder, WorkflowHost, WorkflowStatus
 from wfe.backends import open_backend
@@ -24,6 +23,7 @@ from wfe_core.errors import ProviderError
 from wfe_core.ports.backend import Backend
 from wfe_postgres.dialect import PostgresDialect, normalize_url, postgres_sqlstate
 from wfe_postgres.listener import PostgresListener
+from wfe_sql.connection import SqlConnection
 from wfe_sql.database import Database, RetryPolicy
 from wfe_sql.provider import open_sql_backend
 from wfe_sql.schema import workflows
@@ -39,7 +39,7 @@ def with_query(url: str, **query: str) -> str:
 
 
 async def session_value(db: Database, setting: str, *, write: bool = False) -> str:
-    async def show(conn: AsyncConnection) -> str:
+    async def show(conn: SqlConnection) -> str:
         return str((await conn.exec_driver_sql(f"SHOW {setting}")).scalar_one())
 
     return await (db.write(f"show {setting}", show) if write else db.read(setting, show))
@@ -212,7 +212,7 @@ async def test_a_host_stalled_inside_a_transaction_loses_it_and_its_row_locks(
     try:
         record, _ = await stalled.persistence.create_workflow(new_workflow())
 
-        async def lock_then_stall(conn: AsyncConnection) -> None:
+        async def lock_then_stall(conn: SqlConnection) -> None:
             await conn.execute(
                 sa.update(workflows).where(workflows.c.id == record.id).values(recoveries=7)
             )

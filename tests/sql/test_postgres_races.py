@@ -20,13 +20,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from wfe.backends import open_backend
 from wfe_core.models import Claim, EventSubscription, StepCommit, WorkflowStatus
 from wfe_core.ports.backend import Backend
 from wfe_sql import commit as commits
 from wfe_sql import events
+from wfe_sql.connection import SqlConnection
 from wfe_sql.database import Database
 
 from .conftest import database_of
@@ -36,7 +35,7 @@ ITERATIONS = 100  # without the lock, about half of them lose their wake-up
 
 
 async def waiting_on_advisory_lock(db: Database) -> bool:
-    async def count(conn: AsyncConnection) -> int:
+    async def count(conn: SqlConnection) -> int:
         stmt = (
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
             " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
@@ -61,7 +60,7 @@ async def until_blocked_or_done(
 
 
 @asynccontextmanager
-async def open_transaction(db: Database) -> AsyncIterator[AsyncConnection]:
+async def open_transaction(db: Database) -> AsyncIterator[SqlConnection]:
     """A write transaction held open by the test; committed when the block exits."""
     conn = await db.engine.connect()
     try:

@@ -8,10 +8,10 @@ import json
 from collections.abc import Awaitable
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe_core.models import StepCommit, WorkflowStatus
 from wfe_core.ports.backend import Backend
+from wfe_sql.connection import SqlConnection
 from wfe_sql.purge import PURGE_BATCH
 from wfe_sql.schema import events, pointers, workflows
 
@@ -22,7 +22,7 @@ FINISHED = frozenset({WorkflowStatus.COMPLETE, WorkflowStatus.FAILED, WorkflowSt
 
 
 async def count(backend: Backend, table: sa.Table) -> int:
-    async def work(conn: AsyncConnection) -> int:
+    async def work(conn: SqlConnection) -> int:
         return int((await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one())
 
     return await database_of(backend).read(f"count {table.name}", work)
@@ -56,7 +56,7 @@ async def test_purge_deletes_more_than_one_batch(sql_backend: Backend) -> None:
         for i in range(PURGE_BATCH + 3)
     ]
 
-    async def fill(conn: AsyncConnection) -> None:
+    async def fill(conn: SqlConnection) -> None:
         await conn.execute(sa.insert(workflows), done)
         await conn.execute(sa.insert(pointers), steps)
         await conn.execute(sa.insert(events), old_events)

@@ -13,10 +13,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfe_core.errors import ProviderError
 from wfe_core.ports.backend import Backend
+from wfe_sql.connection import SqlConnection
 from wfe_sql.database import Database, RetryPolicy
 from wfe_sql.provider import open_sql_backend
 from wfe_sqlite import open_backend
@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 async def pragma(db: Database, name: str) -> Any:
-    async def read(conn: AsyncConnection) -> Any:
+    async def read(conn: SqlConnection) -> Any:
         return (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar_one()
 
     return await db.read(f"read {name}", read)
@@ -156,10 +156,10 @@ async def test_the_event_loop_keeps_running_while_another_process_holds_the_writ
         await backend.close()
 
 
-def test_urls_get_the_aiosqlite_driver_and_memory_is_refused(tmp_path: Path) -> None:
+def test_urls_get_the_pysqlite_dialect_and_memory_is_refused(tmp_path: Path) -> None:
     url, synchronous = normalize_url(f"sqlite:///{tmp_path}/a.db")
     assert (url.drivername, url.database, synchronous) == (
-        "sqlite+aiosqlite",
+        "sqlite+pysqlite",
         f"{tmp_path}/a.db",
         "NORMAL",
     )

@@ -1,0 +1,169 @@
+"""SQLite connections driven synchronously on the event loop's thread.
+
+A transaction's SQL is shared with PostgreSQL and written as coroutines
+(:class:`wfe_sql.connection.SqlConnection`), but a SQLite call on a local file takes
+microseconds. Driving it through SQLAlchemy's async adaptation (a greenlet switch
+into and out of each call) or through aiosqlite's thread (a queue hand-over per call)
+costs far more than the call, and the engine's transactions are many and short. So
+:class:`SqliteConnection` wraps a plain synchronous SQLAlchemy connection (the
+pysqlite dialect, over connections we open ourselves) in coroutines that call it
+directly and complete at once.
+
+What keeps the event loop from stalling on a call:
+
+* ``busy_timeout`` is 0 on these connections: a statement never sleeps in SQLite
+  waiting for another process's lock; it fails at once with SQLITE_BUSY, and the
+  dialect retries ``BEGIN IMMEDIATE`` with asyncio sleeps up to its own busy timeout
+  (:meth:`wfe_sqlite.dialect.SqliteDialect.begin`); any other busy statement fails its
+  transaction, which the retry seam runs again.
+* Write transactions take the write lock at ``BEGIN IMMEDIATE``, and WAL readers never
+  wait for writers, so no statement after that point waits for a lock.
+* The pool's checkout never waits (``pool_timeout`` 0): the database's connection
+  gate admits no more transactions than the pool holds, and a checkout beyond it
+  would block the thread, so it fails instead.
+* Statements are short by design (claims, commits, batched reads and purges); the one
+  long call is a checkpoint, which SQLite runs inside the COMMIT that fills the WAL
+  past ``wal_autocheckpoint`` pages.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import Executable
+
+from wfe_sql.connection import AnyResult, Parameters, SqlConnection, SqlEngine
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class BufferedCursor(sqlite3.Cursor):
+    """A cursor that steps each statement to its end when it is executed.
+
+    As with the async drivers, which fetch every row before ``execute`` returns: the
+    statement is finished at once, so ``rowcount`` counts an ``UPDATE ... RETURNING``'s
+    rows before they are read, and no half-read statement is left running when the
+    transaction commits (SQLite refuses to COMMIT with a write statement in progress).
+    """
+
+    _rows: list[Any] = []
+    _next = 0
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Self:
+        super().execute(sql, parameters)
+        self._rows = super().fetchall() if self.description is not None else []
+        self._next = 0
+        return self
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> Self:
+        super().executemany(sql, seq_of_parameters)
+        self._rows, self._next = [], 0
+        return self
+
+    def fetchone(self) -> Any:
+        position = self._next
+        if position >= len(self._rows):
+            return None
+        self._next = position + 1
+        return self._rows[position]
+
+    def fetchmany(self, size: int | None = None) -> list[Any]:
+        position = self._next
+        end = position + (self.arraysize if size is None else size)
+        self._next = min(end, len(self._rows))
+        return self._rows[position:end]
+
+    def fetchall(self) -> list[Any]:
+        rows = self._rows[self._next :] if self._next else self._rows
+        self._rows, self._next = [], 0
+        return rows
+
+    def __next__(self) -> Any:
+        row = self.fetchone()
+        if row is None:
+            raise StopIteration
+        return row
+
+
+class _Connection(sqlite3.Connection):
+    """A sqlite3 connection whose cursors are :class:`BufferedCursor`."""
+
+    def cursor(self, factory: Any = BufferedCursor) -> Any:
+        return super().cursor(factory)
+
+
+def connector(path: str) -> Callable[[], sqlite3.Connection]:
+    """The engine's ``creator``: opens ``path`` in driver autocommit (the dialect emits
+    BEGIN itself) with no busy wait inside SQLite."""
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=0.0, factory=_Connection
+        )
+
+    return connect
+
+
+class SqliteConnection(SqlConnection):
+    """A synchronous connection behind coroutines that call it directly."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.sync_connection = connection
+
+    async def execute(
+        self, statement: Executable, parameters: Parameters | None = None
+    ) -> AnyResult:
+        return self.sync_connection.execute(statement, parameters)
+
+    async def exec_driver_sql(
+        self, statement: str, parameters: Parameters | None = None
+    ) -> AnyResult:
+        return self.sync_connection.exec_driver_sql(statement, parameters)
+
+    async def run_sync(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        return fn(self.sync_connection, *args, **kwargs)
+
+    async def execution_options(self, **options: Any) -> Self:
+        self.sync_connection.execution_options(**options)
+        return self
+
+    async def begin(self) -> None:
+        self.sync_connection.begin()
+
+    async def commit(self) -> None:
+        self.sync_connection.commit()
+
+    async def rollback(self) -> None:
+        self.sync_connection.rollback()
+
+    def in_transaction(self) -> bool:
+        return self.sync_connection.in_transaction()
+
+    async def invalidate(self) -> None:
+        self.sync_connection.invalidate()
+
+    async def close(self) -> None:
+        self.sync_connection.close()
+
+
+class SqliteEngine(SqlEngine):
+    """A synchronous engine whose connections are :class:`SqliteConnection`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @property
+    def sync_engine(self) -> Engine:
+        return self._engine
+
+    async def connect(self) -> SqliteConnection:
+        return SqliteConnection(self._engine.connect())
+
+    async def dispose(self) -> None:
+        self._engine.dispose()
