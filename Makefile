@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-WFE_TEST_DB ?= memory,sqlite,postgres
+WFE_TEST_DB ?= memory,sqlite,postgres,postgres+valkey
 
 .PHONY: setup demo demo-python test lint typecheck check clean
 
@@ -27,7 +27,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check wfe wfe_core wfe_sql wfe_sqlite wfe_postgres wfe_yaml
+	$(BIN)/ruff format --check wfe wfe_core wfe_sql wfe_sqlite wfe_postgres wfe_yaml wfe_valkey
 
 typecheck: setup
 	$(BIN)/mypy

@@ -1,7 +1,7 @@
 """Backend selection for the whole suite: one switch, one registry.
 
 Pick the backends with ``--wfe-db`` (a comma list) or the ``WFE_TEST_DB`` environment
-variable; the option wins. The default is ``memory,sqlite,postgres``::
+variable; the option wins. The default is ``memory,sqlite,postgres,postgres+valkey``::
 
     pytest --wfe-db=memory            # only the in-memory providers
     WFE_TEST_DB=sqlite pytest tests/contract
@@ -11,12 +11,20 @@ PostgreSQL is found at ``$WFE_TEST_POSTGRES_URL`` (default
 If it cannot be reached, its tests are skipped with the reason printed at the end of
 the run, unless the ``CI`` environment variable is set: then they fail.
 
+``postgres+valkey`` is PostgreSQL with its lock in Valkey/Redis: the test database's
+URL carries ``?valkey=<server>&valkey_prefix=<one per test>`` (so the URL option of
+``wfe_postgres.open_backend`` is what wires it). The server is ``$WFE_TEST_VALKEY_URL``
+(default ``redis://127.0.0.1:6379/0``), skipped or failed like PostgreSQL when absent;
+each test's keys are deleted afterwards. It runs only the tests it concerns
+(``tests/contract/``, ``tests/valkey/``, ``tests/crash/test_multi_host.py``: see
+``BackendKind.only``); elsewhere it would repeat the PostgreSQL runs.
+
 Every test that uses one of the fixtures below runs once per selected backend (the
 test id ends in ``[memory]``, ``[sqlite]``, ...):
 
 ``backend_name``
     the registry name of the backend under test (``"memory"``, ``"sqlite"``,
-    ``"postgres"``).
+    ``"postgres"``, ``"postgres+valkey"``).
 ``backend_url``
     where that backend lives for this test: a URL of a fresh database with no
     workflows in it (for SQLite a real WAL file ``wfe.db`` in ``tmp_path``, never
@@ -38,8 +46,9 @@ test id ends in ``[memory]``, ``[sqlite]``, ...):
 To add a backend, add one entry to :data:`BACKENDS`: a name mapped to a
 :class:`BackendKind` of two async factories, ``database(tmp_path)`` (an async context
 manager that sets up an empty database for one test, yields its URL and drops it
-afterwards) and ``open(url) -> Backend`` (not yet migrated), and ``sql=True`` if the
-``tests/sql`` tests apply to it. Nothing else changes:
+afterwards) and ``open(url) -> Backend`` (not yet migrated), ``sql=True`` if the
+``tests/sql`` tests apply to it, and ``only`` to limit it to some test paths. Nothing
+else changes:
 every test using these fixtures picks it up. PostgreSQL's ``database`` copies a
 migrated template database made once per session (``CREATE DATABASE ... TEMPLATE``,
 far quicker than migrating each test's database) and drops the copy on exit.
@@ -58,6 +67,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -65,7 +75,9 @@ from wfe import WorkflowClient
 from wfe_core.ports.backend import Backend
 from wfe_core.testing import memory_backend
 
-DEFAULT_BACKENDS = "memory,sqlite,postgres"
+from .valkey.servers import VALKEY
+
+DEFAULT_BACKENDS = "memory,sqlite,postgres,postgres+valkey"
 MEMORY_URL = "memory"
 
 
@@ -82,6 +94,16 @@ class BackendKind:
     sql: bool = False
     """A SQL database (the ``tests/sql`` tests, parametrized by ``sql_backend_name``,
     run on it too)."""
+
+    only: tuple[str, ...] = ()
+    """Test paths, relative to the root directory, that this kind parametrizes (a
+    directory ends with ``/``); empty: every test."""
+
+    def applies_to(self, path: str) -> bool:
+        """Whether the tests in ``path`` (relative, ``/``-separated) run on this kind."""
+        return not self.only or any(
+            path.startswith(only) if only.endswith("/") else path == only for only in self.only
+        )
 
 
 @contextlib.asynccontextmanager
@@ -271,10 +293,26 @@ async def _open_postgres(url: str) -> Backend:
     return open_backend(url)
 
 
+@contextlib.asynccontextmanager
+async def _postgres_valkey_database(tmp_path: Path) -> AsyncIterator[str]:
+    valkey = await VALKEY.require()
+    prefix = VALKEY.new_prefix()
+    async with POSTGRES.database(migrated=True) as url:
+        try:
+            yield f"{url}?valkey={quote(valkey, safe='')}&valkey_prefix={prefix}"
+        finally:
+            await VALKEY.delete_prefix(prefix)
+
+
 BACKENDS: dict[str, BackendKind] = {
     "memory": BackendKind(database=_memory_database, open=_open_memory),
     "sqlite": BackendKind(database=_sqlite_database, open=_open_sqlite, sql=True),
     "postgres": BackendKind(database=_postgres_database, open=_open_postgres, sql=True),
+    "postgres+valkey": BackendKind(
+        database=_postgres_valkey_database,
+        open=_open_postgres,  # the URL's valkey= option puts the lock in Valkey
+        only=("tests/contract/", "tests/valkey/", "tests/crash/test_multi_host.py"),
+    ),
 }
 """Every backend the suite knows, by the name ``--wfe-db`` selects it with."""
 
@@ -315,11 +353,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"PostgreSQL tests were skipped: {POSTGRES.unavailable}", yellow=True
         )
+    if VALKEY.unavailable is not None:
+        terminalreporter.write_line(f"Valkey tests were skipped: {VALKEY.unavailable}", yellow=True)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend_name" in metafunc.fixturenames:
-        names = selected_backends(metafunc.config)
+        path = metafunc.definition.path.relative_to(metafunc.config.rootpath).as_posix()
+        names = [
+            name for name in selected_backends(metafunc.config) if BACKENDS[name].applies_to(path)
+        ]
         metafunc.parametrize("backend_name", names, ids=names)
     if "sql_backend_name" in metafunc.fixturenames:
         names = [name for name in selected_backends(metafunc.config) if BACKENDS[name].sql]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -30,6 +31,7 @@ class WorkflowHostBuilder:
         self._lock: LockProvider | None = None
         self._search: SearchIndex | None = None
         self._lifecycle: LifecycleHub | None = None
+        self._valkey: str | None = None
         self._options: dict[str, Any] = {}
 
     def use_url(self, url: str) -> WorkflowHostBuilder:
@@ -51,6 +53,19 @@ class WorkflowHostBuilder:
 
     def use_search(self, index: SearchIndex) -> WorkflowHostBuilder:
         self._search = index
+        return self
+
+    def use_valkey(self, url: str) -> WorkflowHostBuilder:
+        """Put the lock in Valkey/Redis at ``url`` (``redis://host:6379/0?prefix=wfe``),
+        keeping the database as the source of truth (see :func:`wfe_valkey.with_valkey`).
+
+        Raises:
+            ValueError: the URL is malformed.
+        """
+        from wfe_valkey.url import parse_url
+
+        parse_url(url)  # refused here, where the mistake was made, not at build()
+        self._valkey = url
         return self
 
     def use_lifecycle(self, hub: LifecycleHub) -> WorkflowHostBuilder:
@@ -112,5 +127,16 @@ class WorkflowHostBuilder:
                 "or the use_* methods"
             )
         assert persistence is not None and queue is not None and lock is not None
-        backend = Backend(persistence, queue, lock, self._search or (base.search if base else None))
+        search = self._search or (base.search if base else None)
+        # replace() keeps what the URL's backend closes besides its persistence (its
+        # Valkey client, say), where a new Backend would leak it.
+        backend = (
+            replace(base, persistence=persistence, queue=queue, lock=lock, search=search)
+            if base is not None
+            else Backend(persistence, queue, lock, search)
+        )
+        if self._valkey is not None:
+            from wfe_valkey.backend import with_valkey
+
+            backend = with_valkey(backend, self._valkey)
         return WorkflowHost(backend, owns_backend=True, lifecycle=self._lifecycle, **self._options)
