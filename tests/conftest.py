@@ -360,10 +360,22 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend_name" in metafunc.fixturenames:
         path = metafunc.definition.path.relative_to(metafunc.config.rootpath).as_posix()
-        names = [
-            name for name in selected_backends(metafunc.config) if BACKENDS[name].applies_to(path)
-        ]
-        metafunc.parametrize("backend_name", names, ids=names)
+        selected = selected_backends(metafunc.config)
+        names = [name for name in selected if BACKENDS[name].applies_to(path)]
+        if names:
+            metafunc.parametrize("backend_name", names, ids=names)
+        else:  # say why, rather than pytest's "empty parameter set"
+            skipped = [
+                pytest.param(
+                    name,
+                    id=name,
+                    marks=pytest.mark.skip(
+                        reason=f"{name} runs only in {', '.join(BACKENDS[name].only)}"
+                    ),
+                )
+                for name in selected
+            ]
+            metafunc.parametrize("backend_name", skipped)
     if "sql_backend_name" in metafunc.fixturenames:
         names = [name for name in selected_backends(metafunc.config) if BACKENDS[name].sql]
         metafunc.parametrize("sql_backend_name", names, ids=names)
