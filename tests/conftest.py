@@ -11,12 +11,13 @@ PostgreSQL is found at ``$WFE_TEST_POSTGRES_URL`` (default
 If it cannot be reached, its tests are skipped with the reason printed at the end of
 the run, unless the ``CI`` environment variable is set: then they fail.
 
-``postgres+valkey`` is PostgreSQL with its lock in Valkey/Redis: the test database's
+``postgres+valkey`` is PostgreSQL with its lock and queue in Valkey/Redis: the test database's
 URL carries ``?valkey=<server>&valkey_prefix=<one per test>`` (so the URL option of
 ``wfe_postgres.open_backend`` is what wires it). The server is ``$WFE_TEST_VALKEY_URL``
 (default ``redis://127.0.0.1:6379/0``), skipped or failed like PostgreSQL when absent;
 each test's keys are deleted afterwards. It runs only the tests it concerns
-(``tests/contract/``, ``tests/valkey/``, ``tests/crash/test_multi_host.py``: see
+(``tests/contract/``, ``tests/valkey/``, and the crash tests of several hosts and of a
+killed host, ``tests/crash/test_multi_host.py`` and ``test_kill9.py``: see
 ``BackendKind.only``); elsewhere it would repeat the PostgreSQL runs.
 
 Every test that uses one of the fixtures below runs once per selected backend (the
@@ -311,7 +312,12 @@ BACKENDS: dict[str, BackendKind] = {
     "postgres+valkey": BackendKind(
         database=_postgres_valkey_database,
         open=_open_postgres,  # the URL's valkey= option puts the lock in Valkey
-        only=("tests/contract/", "tests/valkey/", "tests/crash/test_multi_host.py"),
+        only=(
+            "tests/contract/",
+            "tests/valkey/",
+            "tests/crash/test_multi_host.py",
+            "tests/crash/test_kill9.py",
+        ),
     ),
 }
 """Every backend the suite knows, by the name ``--wfe-db`` selects it with."""

@@ -13,8 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from wfe_core.models import Claim
-from wfe_core.ports.queue import QueueProvider
+from wfe_core.models import Claim, WorkflowRecord
+from wfe_core.ports.queue import LeaseStore
 from wfe_sql.connection import SqlConnection
 from wfe_sql.database import Database
 from wfe_sql.dialect import SqlDialect
@@ -40,56 +40,80 @@ def _eligible(eligible: Sequence[tuple[str, int]]) -> sa.ColumnElement[bool]:
     return sa.tuple_(workflows.c.definition_id, workflows.c.version).in_(list(eligible))
 
 
+def _due(dialect: SqlDialect, eligible: Sequence[tuple[str, int]]) -> sa.Select[Any]:
+    """Ids of the due, unleased workflows of the eligible pairs (an expired lease
+    counts as free)."""
+    now = dialect.now_ms()
+    return sa.select(workflows.c.id).where(
+        workflows.c.status == RUNNABLE_SQL,
+        workflows.c.next_execution <= now,
+        sa.or_(workflows.c.lease_expires_at.is_(None), workflows.c.lease_expires_at <= now),
+        _eligible(eligible),
+    )
+
+
 def due_candidates(dialect: SqlDialect, eligible: Sequence[tuple[str, int]]) -> sa.Select[Any]:
     """Ids of up to ``:limit`` due, unleased workflows of the eligible pairs, earliest
-    due first; uses ix_wfe_workflows_due (an expired lease counts as free)."""
-    now = dialect.now_ms()
+    due first; uses ix_wfe_workflows_due."""
     return dialect.lock_candidates(
-        sa.select(workflows.c.id)
-        .where(
-            workflows.c.status == RUNNABLE_SQL,
-            workflows.c.next_execution <= now,
-            sa.or_(workflows.c.lease_expires_at.is_(None), workflows.c.lease_expires_at <= now),
-            _eligible(eligible),
-        )
+        _due(dialect, eligible)
         .order_by(workflows.c.next_execution)
         .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+
+
+def _lease_candidates(dialect: SqlDialect, candidates: sa.Select[Any]) -> sa.Update:
+    """Lease the ``candidates`` to ``:owner`` for ``:lease_ms``, returning the claims.
+
+    Each claimed row gets a new token (+1); taking over a lease that was never released
+    (its holder died) also counts a recovery.
+    """
+    now = dialect.now_ms()
+    return (
+        sa.update(workflows)
+        .where(workflows.c.id.in_(candidates.scalar_subquery()))
+        .values(
+            lease_owner=sa.bindparam("owner", type_=sa.Text),
+            lease_token=workflows.c.lease_token + 1,
+            lease_expires_at=now + sa.bindparam("lease_ms", type_=sa.BigInteger),
+            recoveries=workflows.c.recoveries
+            + sa.case((workflows.c.lease_owner.is_not(None), 1), else_=0),
+        )
+        .returning(
+            workflows.c.id,
+            workflows.c.lease_token,
+            workflows.c.lease_expires_at,
+            workflows.c.recoveries,
+            workflows.c.next_execution,
+            now.label("db_now"),
+        )
     )
 
 
 def claim_statement(dialect: SqlDialect, eligible: Sequence[tuple[str, int]]) -> sa.Update:
     """Claim up to ``:limit`` due workflows whose lease is free for ``:owner``, for
     ``:lease_ms``; uses ix_wfe_workflows_due. Built once per set of eligible pairs
-    (a host's set changes only when it registers a definition).
+    (a host's set changes only when it registers a definition)."""
+    return prepared(
+        dialect,
+        ("claim", tuple(sorted(eligible))),
+        lambda: _lease_candidates(dialect, due_candidates(dialect, eligible)),
+    )
 
-    Each claimed row gets a new token (+1); taking over a lease that was never released
-    (its holder died) also counts a recovery.
-    """
 
-    def build() -> sa.Update:
-        now = dialect.now_ms()
-        candidates = due_candidates(dialect, eligible).scalar_subquery()
-        return (
-            sa.update(workflows)
-            .where(workflows.c.id.in_(candidates))
-            .values(
-                lease_owner=sa.bindparam("owner", type_=sa.Text),
-                lease_token=workflows.c.lease_token + 1,
-                lease_expires_at=now + sa.bindparam("lease_ms", type_=sa.BigInteger),
-                recoveries=workflows.c.recoveries
-                + sa.case((workflows.c.lease_owner.is_not(None), 1), else_=0),
-            )
-            .returning(
-                workflows.c.id,
-                workflows.c.lease_token,
-                workflows.c.lease_expires_at,
-                workflows.c.recoveries,
-                workflows.c.next_execution,
-                now.label("db_now"),
-            )
-        )
-
-    return prepared(dialect, ("claim", tuple(sorted(eligible))), build)
+def claim_ids_statement(dialect: SqlDialect, eligible: Sequence[tuple[str, int]]) -> sa.Update:
+    """Claim those of the workflows listed in ``:ids`` that are due and free, for
+    ``:owner`` and ``:lease_ms``; reads them by primary key."""
+    return prepared(
+        dialect,
+        ("claim_ids", tuple(sorted(eligible))),
+        lambda: _lease_candidates(
+            dialect,
+            dialect.lock_candidates(
+                _due(dialect, eligible).where(dialect.in_values(workflows.c.id, "ids"))
+            ),
+        ),
+    )
 
 
 async def claim_due(
@@ -102,7 +126,10 @@ async def claim_due(
 ) -> list[Claim]:
     """Run :func:`claim_statement` and return the claims, oldest due first."""
     params = {"owner": owner, "limit": limit, "lease_ms": lease_ms}
-    result = await conn.execute(claim_statement(dialect, eligible), params)
+    return _claims_of(await conn.execute(claim_statement(dialect, eligible), params), owner)
+
+
+def _claims_of(result: sa.CursorResult[Any], owner: str) -> list[Claim]:
     # RETURNING follows no ORDER BY: the rows come back in whatever order they were
     # updated (on PostgreSQL, not the candidates' order).
     claimed = sorted(result, key=lambda row: row.next_execution)
@@ -183,7 +210,7 @@ async def release_lease(conn: SqlConnection, dialect: SqlDialect, claim: Claim) 
     return None if db_now is None else int(db_now)
 
 
-class SqlQueue(QueueProvider):
+class SqlQueue(LeaseStore):
     """Hands out due workflows under leases from the SQL store."""
 
     def __init__(self, db: Database) -> None:
@@ -208,6 +235,33 @@ class SqlQueue(QueueProvider):
 
         # One UPDATE … RETURNING: atomic by itself, it needs no BEGIN and COMMIT.
         return await self._db.write("claim workflows", work, single=True)
+
+    async def claim_ids(
+        self,
+        owner: str,
+        workflow_ids: Sequence[str],
+        lease_seconds: float,
+        eligible: Sequence[tuple[str, int]],
+    ) -> list[Claim]:
+        """Lease those of ``workflow_ids`` that are due, eligible and free."""
+        if not workflow_ids or not eligible:
+            return []
+        dialect = self._db.dialect
+        statement = claim_ids_statement(dialect, eligible)
+        params = {
+            "owner": owner,
+            "ids": dialect.values_param(list(dict.fromkeys(workflow_ids))),
+            "lease_ms": _ms(lease_seconds),
+        }
+
+        async def work(conn: SqlConnection) -> list[Claim]:
+            started = time.monotonic_ns()
+            claims = _claims_of(await conn.execute(statement, params), owner)
+            if claims:
+                self._db.observe_time(claims[0].db_now, started)
+            return claims
+
+        return await self._db.write("claim workflows by id", work, single=True)
 
     async def renew(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim]:
         """Extend the leases still held; a claim missing from the result was lost."""
@@ -241,6 +295,9 @@ class SqlQueue(QueueProvider):
         what = f"release the lease on workflow {claim.workflow_id}"
         if await self._db.write(what, work, urgent=True):
             self.wake()
+
+    async def enqueue(self, record: WorkflowRecord) -> None:
+        """Nothing to do: the table is the queue, and a start's NOTIFY its wake-up."""
 
     async def wait_for_work(self, timeout: float) -> None:
         """Return on a wake-up (this process, or a notification) or after ``timeout``."""

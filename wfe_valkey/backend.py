@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from wfe_core.errors import ProviderError
 from wfe_core.ports.backend import Backend
+from wfe_core.ports.queue import LeaseStore
 from wfe_valkey.url import ValkeyUrl, parse_url
 
 if TYPE_CHECKING:
@@ -25,24 +26,33 @@ if TYPE_CHECKING:
 class ValkeyBackend(Backend):
     """``base``'s providers with some replaced by Valkey ones on ``client``.
 
-    ``close()`` closes ``base`` (its database) and then the Valkey client.
+    ``close()`` stops the queue's wake-ups, closes ``base`` (its database) and then
+    the Valkey client.
     """
 
     base: Backend
     client: Redis
 
     async def close(self) -> None:
+        from wfe_valkey.queue import ValkeyQueue  # redis-py is there: the client is
+
         try:
+            if isinstance(self.queue, ValkeyQueue):
+                await self.queue.close()
             await self.base.close()
         finally:
             await self.client.aclose()
 
 
 def with_valkey(backend: Backend, url: str | ValkeyUrl) -> Backend:
-    """``backend`` with its lock in Valkey/Redis at ``url``.
+    """``backend`` with its lock and its queue in Valkey/Redis at ``url``.
 
-    Persistence and search stay ``backend``'s. Nothing connects until first use. The
-    returned backend owns ``backend``: closing it closes both.
+    The queue carries starts through Valkey streams and leases through ``backend``'s
+    own queue, which must keep the leases itself (a
+    :class:`~wfe_core.ports.LeaseStore`, as the SQL stores' queues do): the tokens
+    every commit is fenced with stay in the database. Persistence and search stay
+    ``backend``'s. Nothing connects until first use. The returned backend owns
+    ``backend``: closing it closes both.
 
     Args:
         backend: the database's backend.
@@ -50,13 +60,19 @@ def with_valkey(backend: Backend, url: str | ValkeyUrl) -> Backend:
             :func:`wfe_valkey.url.parse_url`.
 
     Raises:
-        ValueError: the URL is malformed.
+        ValueError: the URL is malformed, or ``backend``'s queue keeps no leases.
         ProviderError: redis-py is not installed (the ``valkey`` extra).
     """
     where = parse_url(url) if isinstance(url, str) else url
+    if not isinstance(backend.queue, LeaseStore):
+        raise ValueError(
+            f"a Valkey queue needs a store that keeps the leases itself; "
+            f"{type(backend.queue).__name__} does not (it has no claim_ids)"
+        )
     try:
         from wfe_valkey.connection import connect
         from wfe_valkey.lock import ValkeyLock
+        from wfe_valkey.queue import ValkeyQueue
     except ImportError as exc:
         if (exc.name or "").partition(".")[0] != "redis":
             raise
@@ -66,7 +82,7 @@ def with_valkey(backend: Backend, url: str | ValkeyUrl) -> Backend:
     client = connect(where)
     return ValkeyBackend(
         persistence=backend.persistence,
-        queue=backend.queue,  # the Valkey queue (wfe_valkey.queue) goes here
+        queue=ValkeyQueue(client, where.prefix, backend.queue),
         lock=ValkeyLock(client, where.prefix),
         search=backend.search,
         base=backend,

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import pytest
@@ -17,18 +16,8 @@ from wfe_postgres import open_backend
 from wfe_valkey import ValkeyBackend, with_valkey
 from wfe_valkey.connection import connect
 from wfe_valkey.lock import ValkeyLock
+from wfe_valkey.queue import ValkeyQueue
 from wfe_valkey.url import parse_url
-
-from ..conftest import POSTGRES, selected_backends
-
-
-@pytest.fixture
-async def pg_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    """A migrated PostgreSQL database of its own, when a PostgreSQL backend is selected."""
-    if not {"postgres", "postgres+valkey"} & set(selected_backends(request.config)):
-        pytest.skip("no PostgreSQL backend among the selected backends (--wfe-db)")
-    async with POSTGRES.database(migrated=True) as url:
-        yield url
 
 
 class ClosedCount:
@@ -56,27 +45,37 @@ async def holder_of(valkey_url: str, name: str) -> bytes | None:
         await client.aclose()
 
 
-async def test_with_valkey_moves_the_lock_and_closes_both(
+async def test_with_valkey_moves_the_lock_and_the_queue_and_closes_all(
     valkey_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base = memory_backend()
     backend = with_valkey(base, valkey_url)
     assert isinstance(backend, ValkeyBackend)
     assert isinstance(backend.lock, ValkeyLock)
-    assert (backend.persistence, backend.queue, backend.search) == (
-        base.persistence,
-        base.queue,
-        base.search,
-    )
+    assert isinstance(backend.queue, ValkeyQueue)
+    assert (backend.persistence, backend.search) == (base.persistence, base.search)
     base_closed = ClosedCount(monkeypatch, base, "close")
     client_closed = ClosedCount(monkeypatch, backend.client, "aclose")
+    queue_closed = ClosedCount(monkeypatch, backend.queue, "close")
 
     lease = await backend.lock.acquire("job", "host-a", 30)
     assert lease is not None
     assert await holder_of(valkey_url, "job") is not None
+    await backend.queue.wait_for_work(0.01)  # starts its wake-up subscription
     await backend.close()
 
-    assert (base_closed.calls, client_closed.calls) == (1, 1)
+    assert (base_closed.calls, client_closed.calls, queue_closed.calls) == (1, 1, 1)
+
+
+async def test_a_valkey_queue_needs_a_store_that_keeps_the_leases(valkey_url: str) -> None:
+    base = memory_backend()
+    client = connect(valkey_url)
+    base.queue = ValkeyQueue(client, "x", base.queue)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(ValueError, match="keeps the leases itself"):
+            with_valkey(base, valkey_url)
+    finally:
+        await client.aclose()
 
 
 async def test_a_postgres_url_with_valkey_puts_the_lock_in_valkey(
