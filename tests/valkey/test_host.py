@@ -4,6 +4,7 @@ a poll interval far longer than the test."""
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import quote
 
 from pydantic import BaseModel
@@ -11,6 +12,8 @@ from pydantic import BaseModel
 from wfe import WorkflowBuilder, WorkflowClient, WorkflowHost, WorkflowStatus
 from wfe_core.context import StepContext
 from wfe_valkey.queue import ValkeyQueue
+
+from .servers import ServerProcess
 
 POLL = 60.0
 """No poll within the test: a start it sees came through Valkey."""
@@ -31,8 +34,9 @@ async def test_an_idle_host_runs_a_clients_starts_through_valkey(
     pg_url: str, valkey_url: str
 ) -> None:
     url = f"{pg_url}?listen=false&valkey={quote(valkey_url, safe='')}"
-    async with WorkflowHost.from_url(url, poll_interval=POLL, lease=5) as host:
-        host.register(FLOW)
+    host = WorkflowHost.from_url(url, poll_interval=POLL, lease=5)
+    host.register(FLOW)
+    async with host:
         queue = host.backend.queue
         assert isinstance(queue, ValkeyQueue)
         await queue.listen()
@@ -42,3 +46,30 @@ async def test_an_idle_host_runs_a_clients_starts_through_valkey(
 
         assert [(i.status, i.data) for i in done] == [(WorkflowStatus.COMPLETE, {"n": 2})] * 5
         assert queue.counts.streamed == 5
+
+
+async def test_a_host_keeps_running_starts_while_valkey_restarts(
+    pg_url: str, valkey_server: ServerProcess
+) -> None:
+    url = f"{pg_url}?valkey={quote(valkey_server.url('restart'), safe='')}"
+    host = WorkflowHost.from_url(url, poll_interval=0.2, lease=5)
+    host.register(FLOW)
+    async with host, WorkflowClient.from_url(url) as client:
+        queue = host.backend.queue
+        assert isinstance(queue, ValkeyQueue)
+
+        async def run(n: int) -> None:
+            ids = [await client.start_workflow("valkey-flow", Count()) for _ in range(n)]
+            for wid in ids:
+                done = await client.wait_for_completion(wid, timeout=30)
+                assert (done.status, done.data) == (WorkflowStatus.COMPLETE, {"n": 2})
+
+        await run(3)
+        valkey_server.kill()
+        await run(3)  # through the database alone
+        valkey_server.start()
+        await queue.listen(timeout=10)
+        streamed = queue.counts.streamed
+        await asyncio.wait_for(run(3), timeout=60)
+
+        assert queue.counts.streamed > streamed, "after the restart, starts use Valkey again"
