@@ -34,6 +34,11 @@ PATIENCE = 2.0
 """Seconds a host waits for Valkey before doing without it (a paused or unreachable
 server): a start is then left to the poll, a claim polls the store."""
 
+FORGET_AFTER = 3600.0
+"""Seconds after which a consumer (a host) that holds no entry and reads nothing more is
+deleted from the groups, at most once per that period, so that hosts that come and go
+(a deployment, an autoscaler) do not pile up in them."""
+
 SWEEP_INTERVAL = 1.0
 """Seconds between polls of the store while the streams keep a host busy (so timers
 and recovered leases are not starved by a steady stream of starts)."""
@@ -78,6 +83,7 @@ class ValkeyQueue(QueueProvider):
         self._wakeups = WakeListener(client, self.streams.channel, leases.wake)
         self._sweep_interval = sweep_interval
         self._last_sweep = float("-inf")
+        self._last_forget = time.monotonic()
         self.counts = QueueCounts()
 
     async def claim(
@@ -90,6 +96,9 @@ class ValkeyQueue(QueueProvider):
         self._wakeups.start()
         claims, streamed = await self._claim_streamed(owner, limit, lease_seconds, eligible)
         now = time.monotonic()
+        if now - self._last_forget >= FORGET_AFTER:
+            self._last_forget = now
+            await self._forget_idle_consumers(eligible)
         if len(claims) < limit and (not streamed or now - self._last_sweep >= self._sweep_interval):
             self._last_sweep = now
             swept = await self._leases.claim(owner, limit - len(claims), lease_seconds, eligible)
@@ -120,6 +129,19 @@ class ValkeyQueue(QueueProvider):
         self.counts.stale += len(entries) - len(claims)
         await self._ack(entries)
         return claims, True
+
+    async def _forget_idle_consumers(self, eligible: Sequence[tuple[str, int]]) -> None:
+        try:
+            with valkey_errors("forget idle consumers"):
+                async with asyncio.timeout(PATIENCE):
+                    gone = await self.streams.forget_idle_consumers(
+                        eligible, int(FORGET_AFTER * 1000)
+                    )
+        except (ProviderError, TimeoutError) as exc:
+            logger.warning("valkey: forgetting idle consumers failed: %s", exc)
+            return
+        if gone:
+            logger.info("valkey: forgot %d consumers idle for %gs", gone, FORGET_AFTER)
 
     async def _ack(self, entries: Sequence[Entry]) -> None:
         try:

@@ -57,6 +57,27 @@ end
 return out
 """
 
+# KEYS: the streams; ARGV: group, idle ms. Deletes the group's consumers that hold no
+# entry and have not read for idle ms: hosts that are gone (a live one that reads again
+# is re-created by its read). Returns how many went.
+_FORGET = """
+local gone = 0
+for _, key in ipairs(KEYS) do
+  local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', key, ARGV[1])
+  if ok then
+    for _, c in ipairs(consumers) do
+      local info = {}
+      for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+      if tonumber(info['pending']) == 0 and tonumber(info['idle']) >= tonumber(ARGV[2]) then
+        redis.call('XGROUP', 'DELCONSUMER', key, ARGV[1], info['name'])
+        gone = gone + 1
+      end
+    end
+  end
+end
+return gone
+"""
+
 # KEYS: the stream, the wake-up channel; ARGV: the workflow id, the stream's cap.
 _ADD = """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'w', ARGV[1])
@@ -93,6 +114,7 @@ class ReadyStreams:
         self.reclaim_after_ms = reclaim_after_ms
         self._read = client.register_script(_READ)
         self._add = client.register_script(_ADD)
+        self._forget = client.register_script(_FORGET)
 
     def stream(self, definition_id: str, version: int) -> str:
         """The stream of one (definition, version): the version, an int, comes last, so
@@ -127,6 +149,14 @@ class ReadyStreams:
                 pipe.xack(stream, GROUP, *ids)
                 pipe.xdel(stream, *ids)
             await pipe.execute()
+
+    async def forget_idle_consumers(self, pairs: Sequence[tuple[str, int]], idle_ms: int) -> int:
+        """Delete the consumers of the pairs' groups that hold no entry and have been
+        idle for ``idle_ms`` (hosts that went away); returns how many."""
+        if not pairs:
+            return 0
+        keys = [self.stream(definition_id, version) for definition_id, version in pairs]
+        return int(await self._forget(keys=keys, args=[GROUP, idle_ms]))
 
 
 def _text(value: bytes | str) -> str:

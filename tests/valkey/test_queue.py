@@ -218,3 +218,19 @@ async def test_a_paused_server_delays_claims_by_its_patience_at_most(
         [later] = await r.start(1)
         claims = await r.queue.claim("host-b", 10, LONG_LEASE, ELIGIBLE)
         assert [c.workflow_id for c in claims] == [later.id]
+
+
+async def test_consumers_gone_idle_with_nothing_pending_are_forgotten(valkey_url: str) -> None:
+    async with rig(valkey_url) as r:
+        await r.start(2)
+        streams, pair = r.queue.streams, ELIGIBLE[0]
+        done = await streams.read("host-gone", 1, [pair])
+        await streams.ack(done)
+        await streams.read("host-dead", 1, [pair])  # holds an entry: kept until reclaimed
+        await asyncio.sleep(0.2)
+
+        gone = await streams.forget_idle_consumers([pair, ("never-read", 1)], 100)
+
+        consumers = await streams.client.xinfo_consumers(streams.stream(*pair), GROUP)
+        assert gone == 1
+        assert [c["name"] for c in consumers] == [b"host-dead"]
