@@ -3,9 +3,9 @@
 
 Transactions are short and contain only SQL: a write takes the process's write guard,
 starts a write transaction (``BEGIN IMMEDIATE`` on SQLite) and commits; any exit other
-than success rolls back. Each transaction runs in a task of its own that a cancellation
-of the caller does not interrupt (it is delivered when the transaction has ended), so a
-cancelled task never leaves a pooled connection inside a transaction nor a statement
+than success rolls back. A cancellation of the caller does not interrupt a transaction
+(it is delivered when the transaction has ended, see :mod:`wfe_sql.uncancellable`), so
+a cancelled task never leaves a pooled connection inside a transaction nor a statement
 half-run.
 
 Retries. A transaction that fails transiently (the dialect classifies the driver's
@@ -48,6 +48,7 @@ from wfe_core.errors import ProviderError
 from wfe_sql.connection import SqlConnection, SqlEngine
 from wfe_sql.dialect import Listener, SqlDialect
 from wfe_sql.gate import PriorityGate
+from wfe_sql.uncancellable import uncancellable
 
 logger = logging.getLogger(__name__)
 
@@ -253,9 +254,9 @@ class Database:
         reconcile: Reconcile[T] | None = None,
         single: bool = False,
     ) -> T:
-        # Runs in a task of its own (see uncancellable): a statement is never
-        # interrupted half-way, which would make SQLAlchemy invalidate the connection
-        # and could leave SQLite holding the write lock for an unfinalized statement.
+        # Run by uncancellable: a statement is never interrupted half-way, which would
+        # make SQLAlchemy invalidate the connection and could leave SQLite holding the
+        # write lock for an unfinalized statement.
         conn = await self.engine.connect()
         try:
             await self.dialect.begin(conn, write=write, single=single)
@@ -333,23 +334,6 @@ async def _finish(conn: SqlConnection) -> None:
         await conn.invalidate()
     finally:
         await conn.close()
-
-
-async def uncancellable(awaitable: Awaitable[T]) -> T:
-    """Run ``awaitable`` (in a task of its own) to completion even if the caller is
-    cancelled meanwhile; such a cancellation is delivered once the work has ended."""
-    task = asyncio.ensure_future(awaitable)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.wait((task,))
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        if not task.cancelled():
-            task.exception()  # retrieved: the caller asked for cancellation instead
-        raise asyncio.CancelledError
-    return task.result()
 
 
 def _is_transient(exc: BaseException) -> bool:

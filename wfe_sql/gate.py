@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 
 class PriorityGate:
@@ -28,13 +26,9 @@ class PriorityGate:
         self._urgent: deque[asyncio.Future[None]] = deque()
         self._ordinary: deque[asyncio.Future[None]] = deque()
 
-    @asynccontextmanager
-    async def hold(self, *, urgent: bool = False) -> AsyncIterator[None]:
-        await self._acquire(urgent)
-        try:
-            yield
-        finally:
-            self._release()
+    def hold(self, *, urgent: bool = False) -> _Hold:
+        """A place, held for an ``async with`` block."""
+        return _Hold(self, urgent)
 
     async def _acquire(self, urgent: bool) -> None:
         if self._held < self.capacity and not self._urgent and not self._ordinary:
@@ -69,3 +63,20 @@ class PriorityGate:
     @property
     def held(self) -> int:
         return self._held
+
+
+class _Hold:
+    """``async with gate.hold():`` (a class rather than a generator: it is entered
+    around every transaction)."""
+
+    __slots__ = ("_gate", "_urgent")
+
+    def __init__(self, gate: PriorityGate, urgent: bool) -> None:
+        self._gate = gate
+        self._urgent = urgent
+
+    async def __aenter__(self) -> None:
+        await self._gate._acquire(self._urgent)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._gate._release()
