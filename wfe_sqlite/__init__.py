@@ -20,11 +20,18 @@ def open_backend(url: str) -> Backend:
     Nothing touches the file until first use; ``await backend.persistence.migrate()``
     creates or upgrades the schema. ``?synchronous=FULL`` in the URL makes commits
     survive power loss too (the default, NORMAL, survives process crashes).
+    ``valkey=redis://host:6379/0`` (and ``valkey_prefix=...``) moves the queue and the
+    lock to Valkey/Redis, as for PostgreSQL (:func:`wfe_valkey.with_valkey`).
 
     Raises:
-        ValueError: the URL is not a SQLite file URL.
+        ValueError: the URL is not a SQLite file URL, or an option is malformed.
+        ProviderError: ``valkey=`` is given but redis-py is not installed.
     """
     from wfe_sql.provider import open_sql_backend
     from wfe_sqlite.dialect import SqliteDialect
+    from wfe_valkey.backend import with_valkey
+    from wfe_valkey.url import split_database_url
 
-    return open_sql_backend(SqliteDialect(url))
+    url, valkey = split_database_url(url)  # checked before anything is opened
+    backend = open_sql_backend(SqliteDialect(url))
+    return backend if valkey is None else with_valkey(backend, valkey)
