@@ -28,7 +28,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import exc as sa_exc
@@ -45,6 +44,7 @@ from tenacity import (
 
 from wfe_core.clock import SyncedClock
 from wfe_core.errors import ProviderError
+from wfe_core.transient import TransientRetry, is_transient, log_retry
 from wfe_sql.connection import SqlConnection, SqlEngine
 from wfe_sql.dialect import Listener, SqlDialect
 from wfe_sql.gate import PriorityGate
@@ -62,21 +62,8 @@ Reconcile = Callable[[SqlConnection], Awaitable[T | None]]
 the operation's result if it landed, ``None`` if it did not."""
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How transient failures of a transaction are retried (bounded, capped back-off)."""
-
-    attempts: int = 8
-    """Tries in all, the first included."""
-
-    first_wait: float = 0.05
-    """Seconds before the second try; doubled for each later one..."""
-
-    max_wait: float = 2.0
-    """...up to this cap (plus a random jitter of up to ``first_wait``)."""
-
-    max_elapsed: float = 20.0
-    """No new try starts this many seconds after the first one started."""
+RetryPolicy = TransientRetry
+"""How transient failures of a transaction are retried (bounded, capped back-off)."""
 
 
 CLOCK_MARGIN_MS = 2
@@ -221,7 +208,7 @@ class Database:
     ) -> T:
         """Call ``attempt`` until it succeeds, fails for good, or the policy gives up."""
         policy = self.retry
-        elapsed = policy.max_elapsed if retry_for is None else min(retry_for, policy.max_elapsed)
+        elapsed = policy.time_budget(retry_for)
         started = time.monotonic()
         try:
             # The common case pays for no retry machinery: tenacity is set up only once
@@ -231,11 +218,11 @@ class Database:
             if not exc.transient or policy.attempts <= 1:
                 raise
             first_wait = policy.first_wait + random.uniform(0, policy.first_wait)
-            _log_retry(self.dialect.name, what)(1, first_wait, exc)
+            log_retry(logger, self.dialect.name, what, 1, first_wait, exc)
         await asyncio.sleep(first_wait)
         remaining = elapsed - (time.monotonic() - started)
         retrying = AsyncRetrying(
-            retry=retry_if_exception(_is_transient),
+            retry=retry_if_exception(is_transient),
             stop=stop_after_attempt(policy.attempts - 1) | stop_after_delay(max(remaining, 0.0)),
             # Tenacity counts from the second try on: its first wait is the policy's second.
             wait=wait_exponential(multiplier=policy.first_wait * 2, max=policy.max_wait)
@@ -336,36 +323,13 @@ async def _finish(conn: SqlConnection) -> None:
         await conn.close()
 
 
-def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, ProviderError) and exc.transient
-
-
-def _log_retry(dialect: str, what: str) -> Callable[[int, float, BaseException | None], None]:
-    """Log a retry: after the first try at DEBUG (a blip), after later ones at WARNING."""
-
-    def log(tries: int, delay: float, error: BaseException | None) -> None:
-        level = logging.DEBUG if tries == 1 else logging.WARNING
-        logger.log(
-            level,
-            "%s: could not %s (try %d), retrying in %.2fs: %s",
-            dialect,
-            what,
-            tries,
-            delay,
-            error,
-        )
-
-    return log
-
-
 def _log_tenacity_retry(dialect: str, what: str) -> Callable[[RetryCallState], None]:
-    """:func:`_log_retry` for the tries tenacity makes (the second one on)."""
-    log = _log_retry(dialect, what)
+    """Log the retries tenacity makes (the second try on: its count starts at one)."""
 
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
         delay = state.next_action.sleep if state.next_action is not None else 0.0
-        log(state.attempt_number + 1, delay, error)
+        log_retry(logger, dialect, what, state.attempt_number + 1, delay, error)
 
     return before_sleep
 

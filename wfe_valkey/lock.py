@@ -44,7 +44,8 @@ from redis.asyncio import Redis
 from wfe_core.errors import LeaseLost
 from wfe_core.models import Lease
 from wfe_core.ports.lock import LockProvider
-from wfe_valkey.retry import RetryPolicy, run
+from wfe_core.transient import TransientRetry
+from wfe_valkey.retry import VALKEY_RETRY, run
 from wfe_valkey.url import DEFAULT_PREFIX
 
 _NOW_MS = "local t = redis.call('TIME')\nlocal now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
@@ -101,10 +102,10 @@ class ValkeyLock(LockProvider):
     """
 
     def __init__(
-        self, client: Redis, prefix: str = DEFAULT_PREFIX, retry: RetryPolicy | None = None
+        self, client: Redis, prefix: str = DEFAULT_PREFIX, retry: TransientRetry = VALKEY_RETRY
     ) -> None:
         self._prefix = prefix
-        self._retry = retry or RetryPolicy()
+        self._retry = retry
         self._secret = secrets.token_hex(8)
         # Registered once; each call sends EVALSHA and, when the server no longer has
         # the script (after a restart or SCRIPT FLUSH), loads it again and re-sends.

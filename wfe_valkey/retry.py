@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from tenacity import (
@@ -28,6 +27,7 @@ from tenacity import (
 )
 
 from wfe_core.errors import ProviderError
+from wfe_core.transient import TransientRetry, is_transient, log_retry
 from wfe_valkey.errors import valkey_errors
 
 logger = logging.getLogger(__name__)
@@ -35,27 +35,15 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How transient failures of one operation are retried (bounded, capped back-off)."""
-
-    attempts: int = 6
-    """Tries in all, the first included."""
-
-    first_wait: float = 0.1
-    """Seconds before the second try; doubled for each later one..."""
-
-    max_wait: float = 2.0
-    """...up to this cap (plus a random jitter of up to ``first_wait``)."""
-
-    max_elapsed: float = 15.0
-    """No new try starts this many seconds after the first one started."""
+VALKEY_RETRY = TransientRetry(attempts=6, first_wait=0.1, max_wait=2.0, max_elapsed=15.0)
+"""The default budget: a Valkey restart takes seconds, and redis-py has already re-sent
+the command a few times before a failure reaches this layer."""
 
 
 async def run(
     what: str,
     operation: Callable[[], Awaitable[T]],
-    policy: RetryPolicy,
+    policy: TransientRetry,
     *,
     retry_for: float | None = None,
     deadline: float | None = None,
@@ -74,9 +62,9 @@ async def run(
     Raises:
         ProviderError: the last failure, or a transient one if ``deadline`` passed.
     """
-    elapsed = policy.max_elapsed if retry_for is None else min(retry_for, policy.max_elapsed)
+    elapsed = policy.time_budget(retry_for)
     retrying = AsyncRetrying(
-        retry=retry_if_exception(_is_transient),
+        retry=retry_if_exception(is_transient),
         stop=stop_after_attempt(max(policy.attempts, 1)) | stop_after_delay(max(elapsed, 0.0)),
         wait=wait_exponential(multiplier=policy.first_wait, max=policy.max_wait)
         + wait_random(0, policy.first_wait),
@@ -99,24 +87,10 @@ async def run(
         ) from exc
 
 
-def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, ProviderError) and exc.transient
-
-
 def _log_retry(what: str) -> Callable[[RetryCallState], None]:
-    """Log a retry: after the first try at DEBUG (a blip), after later ones at WARNING."""
-
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
         delay = state.next_action.sleep if state.next_action is not None else 0.0
-        level = logging.DEBUG if state.attempt_number == 1 else logging.WARNING
-        logger.log(
-            level,
-            "valkey: could not %s (try %d), retrying in %.2fs: %s",
-            what,
-            state.attempt_number,
-            delay,
-            error,
-        )
+        log_retry(logger, "valkey", what, state.attempt_number, delay, error)
 
     return before_sleep

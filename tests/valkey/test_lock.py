@@ -20,9 +20,9 @@ from redis import exceptions as redis_errors
 
 from wfe_core.errors import LeaseLost, ProviderError
 from wfe_core.models import Lease
+from wfe_core.transient import TransientRetry
 from wfe_valkey.connection import ConnectionPolicy, connect
 from wfe_valkey.lock import ACQUIRE, RELEASE, RENEW, ValkeyLock
-from wfe_valkey.retry import RetryPolicy
 
 from .servers import ServerProcess
 
@@ -43,11 +43,11 @@ async def make_lock() -> AsyncIterator[MakeLock]:
     clients = []
 
     def make(
-        url: str, retry: RetryPolicy | None = None, policy: ConnectionPolicy | None = None
+        url: str, retry: TransientRetry | None = None, policy: ConnectionPolicy | None = None
     ) -> ValkeyLock:
         client = connect(url, policy)
         clients.append(client)
-        return ValkeyLock(client, retry=retry)
+        return ValkeyLock(client) if retry is None else ValkeyLock(client, retry=retry)
 
     yield make
     for client in clients:
@@ -244,7 +244,7 @@ async def test_a_server_down_past_the_retry_budget_is_a_provider_error(
 ) -> None:
     lock = make_lock(
         valkey_server.url(),
-        retry=RetryPolicy(attempts=3, first_wait=0.01, max_wait=0.05, max_elapsed=5.0),
+        retry=TransientRetry(attempts=3, first_wait=0.01, max_wait=0.05, max_elapsed=5.0),
         policy=ConnectionPolicy(connect_timeout=2.0, retries=1, backoff_base=0.01),
     )
     lease = await lock.acquire("job", "host-a", LONG)
