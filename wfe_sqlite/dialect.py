@@ -3,9 +3,11 @@
 Choices (see RELIABILITY.md §5):
 
 * **Transactions are ours, not the driver's.** Every connection is put in driver
-  autocommit (``isolation_level = None``) and the engine's ``begin`` event emits
-  ``BEGIN IMMEDIATE`` for write transactions and plain ``BEGIN`` for reads
-  (SQLAlchemy's documented recipe for pysqlite/aiosqlite). A write transaction thus
+  autocommit (``isolation_level = None``) and :meth:`SqliteDialect.begin` sends
+  ``BEGIN IMMEDIATE`` for write transactions and plain ``BEGIN`` for reads, straight
+  to the sqlite3 connection (:meth:`~wfe_sqlite.engine.SqliteConnection.begin_with`);
+  the engine's ``begin`` event (SQLAlchemy's documented recipe for pysqlite) sends a
+  ``BEGIN`` for any other transaction SQLAlchemy opens. A write transaction thus
   holds the write lock from its first statement: a read-then-write never has to
   upgrade a lock, which SQLite would refuse with an instant SQLITE_BUSY.
 * **One writer per process.** A :class:`~wfe_sql.gate.PriorityGate` serialises
@@ -54,7 +56,7 @@ from wfe_sql.connection import SqlConnection
 from wfe_sql.dialect import Listener
 from wfe_sql.gate import PriorityGate
 from wfe_sql.on_conflict import OnConflictInserts
-from wfe_sqlite.engine import SqliteEngine, connector
+from wfe_sqlite.engine import SqliteConnection, SqliteEngine, connector, driver_connection
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +70,6 @@ _BUSY_MAX_WAIT = 0.025
 write transactions are (SQLite's own busy handler sleeps from 1 to 100 ms)."""
 
 SYNCHRONOUS_LEVELS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
-
-_WRITE_OPTION = "wfe_write_transaction"
-"""Connection execution option telling the ``begin`` event to take the write lock."""
 
 # Primary result codes after which the same operation may succeed when retried.
 _TRANSIENT_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_PROTOCOL})
@@ -218,12 +217,13 @@ class SqliteDialect(OnConflictInserts):
         (so a busy lock is waited for here, with asyncio sleeps, up to
         ``busy_timeout_ms``, never inside a statement). A statement costs no round
         trip here, so ``single`` changes nothing."""
+        if not isinstance(conn, SqliteConnection):
+            raise TypeError(f"not a connection of a SQLite engine: {conn!r}")
         if not write:
-            await conn.begin()
+            conn.begin_with("BEGIN")
             return
-        await conn.execution_options(**{_WRITE_OPTION: True})
         try:
-            await conn.begin()  # the common case: nobody else holds the lock
+            conn.begin_with("BEGIN IMMEDIATE")  # the common case: nobody else holds the lock
             return
         except DBAPIError as exc:
             if not _is_busy(exc):
@@ -237,7 +237,7 @@ class SqliteDialect(OnConflictInserts):
         )
         async for attempt in retrying:
             with attempt:
-                await conn.begin()
+                conn.begin_with("BEGIN IMMEDIATE")
 
     def is_transient(self, exc: DBAPIError) -> bool:
         """Busy/locked databases and lost connections are worth a retry."""
@@ -255,5 +255,8 @@ class SqliteDialect(OnConflictInserts):
 
 
 def _on_begin(conn: Connection) -> None:
-    statement = "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE_OPTION) else "BEGIN"
-    conn.exec_driver_sql(statement)
+    # SqliteDialect.begin sends its BEGIN before SQLAlchemy's transaction opens; any
+    # other transaction SQLAlchemy opens (an autobegin) gets a deferred one here, so
+    # none runs its statements in SQLite's autocommit.
+    if not driver_connection(conn).in_transaction:
+        conn.exec_driver_sql("BEGIN")

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar, cast
 
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
 
 from wfe_sql.connection import AnyResult, Parameters, SqlConnection, SqlEngine
@@ -113,6 +114,7 @@ class SqliteConnection(SqlConnection):
 
     def __init__(self, connection: Connection) -> None:
         self.sync_connection = connection
+        self._dbapi = driver_connection(connection)
 
     async def execute(
         self, statement: Executable, parameters: Parameters | None = None
@@ -134,7 +136,51 @@ class SqliteConnection(SqlConnection):
         return self
 
     async def begin(self) -> None:
-        self.sync_connection.begin()
+        """Start a deferred transaction (``BEGIN``): see :meth:`begin_with`."""
+        self.begin_with("BEGIN")
+
+    def begin_with(self, statement: str) -> None:
+        """Start a transaction with ``statement``: ``BEGIN`` or ``BEGIN IMMEDIATE``.
+
+        The statement goes straight to the sqlite3 connection: sent through
+        SQLAlchemy's ``exec_driver_sql`` (a statement context, a cursor and a result
+        for a statement that returns nothing) it cost several times what SQLite
+        takes to run it. SQLAlchemy's own transaction is opened after it and sends
+        nothing (the connection is in driver autocommit, where pysqlite's
+        ``do_begin`` does nothing), so ``in_transaction``, ``commit`` and
+        ``rollback`` work as for any transaction, its COMMIT or ROLLBACK going
+        through SQLAlchemy. A BEGIN that fails leaves no transaction open on either
+        side and raises the DBAPIError that SQLAlchemy would have raised, so busy
+        handling classifies it as before.
+        """
+        try:
+            self._dbapi.execute(statement)
+        except sqlite3.Error as exc:
+            raise self._translate(exc, statement) from exc
+        try:
+            self.sync_connection.begin()
+        except BaseException:
+            self._dbapi.rollback()  # SQLite's transaction must not outlive SQLAlchemy's
+            raise
+
+    def _translate(self, exc: sqlite3.Error, statement: str) -> DBAPIError:
+        """``exc`` wrapped as SQLAlchemy wraps a failed statement's error (a closed
+        database invalidates the connection, as SQLAlchemy would)."""
+        connection = self.sync_connection
+        error: Any = exc  # SQLAlchemy types it as its DBAPI protocol's Error
+        lost = connection.dialect.is_disconnect(error, connection.connection, None)
+        if lost:
+            connection.invalidate(exc)
+        wrapped = DBAPIError.instance(
+            statement,
+            None,
+            exc,
+            sqlite3.Error,
+            connection_invalidated=lost,
+            dialect=connection.dialect,
+        )
+        assert isinstance(wrapped, DBAPIError)  # what it makes of a sqlite3.Error
+        return wrapped
 
     async def commit(self) -> None:
         self.sync_connection.commit()
@@ -150,6 +196,11 @@ class SqliteConnection(SqlConnection):
 
     async def close(self) -> None:
         self.sync_connection.close()
+
+
+def driver_connection(connection: Connection) -> sqlite3.Connection:
+    """The sqlite3 connection under a SQLAlchemy connection of these engines."""
+    return cast(sqlite3.Connection, connection.connection.dbapi_connection)
 
 
 class SqliteEngine(SqlEngine):

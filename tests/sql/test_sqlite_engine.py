@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from wfe_core.errors import ProviderError
 from wfe_core.ports.backend import Backend
@@ -21,6 +21,7 @@ from wfe_sql.database import Database, RetryPolicy
 from wfe_sql.provider import open_sql_backend
 from wfe_sqlite import open_backend
 from wfe_sqlite.dialect import SqliteDialect, normalize_url, sqlite_error_code
+from wfe_sqlite.engine import SqliteConnection, driver_connection
 
 from .conftest import database_of
 from .support import ELIGIBLE, new_workflow
@@ -61,18 +62,75 @@ async def test_writes_begin_immediate_and_reads_begin_deferred(sqlite_backend: B
     db = database_of(sqlite_backend)
     seen: list[str] = []
 
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.startswith("BEGIN"):
+    def record(statement: str) -> None:
+        if statement.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
             seen.append(statement)
 
-    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    def trace(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        # SQLite's own trace sees every statement it runs, however it was sent: the
+        # BEGINs go to the sqlite3 connection directly, not through SQLAlchemy.
+        dbapi_connection.set_trace_callback(record)
+
+    await db.engine.dispose()  # every connection used below is opened anew, traced
+    event.listen(db.engine.sync_engine, "connect", trace)
     try:
         await sqlite_backend.persistence.create_workflow(new_workflow())
         await sqlite_backend.queue.claim("host", 1, 30, ELIGIBLE)
         await db.read("read", lambda conn: conn.execute(sa.select(sa.literal(1))))
     finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
-    assert seen == ["BEGIN IMMEDIATE", "BEGIN IMMEDIATE", "BEGIN"]
+        event.remove(db.engine.sync_engine, "connect", trace)
+    # Each transaction also ended through SQLAlchemy: COMMIT for writes, and the
+    # read's ROLLBACK (ending a read-only transaction).
+    assert seen == ["BEGIN IMMEDIATE", "COMMIT", "BEGIN IMMEDIATE", "COMMIT", "BEGIN", "ROLLBACK"]
+
+
+async def test_a_begin_sent_to_sqlite_opens_sqlalchemys_transaction_too(
+    sqlite_backend: Backend,
+) -> None:
+    db = database_of(sqlite_backend)
+    conn = await db.engine.connect()
+    assert isinstance(conn, SqliteConnection)
+    driver = driver_connection(conn.sync_connection)
+    try:
+        await db.dialect.begin(conn, write=True)
+        assert conn.in_transaction() and driver.in_transaction
+        await conn.exec_driver_sql("CREATE TABLE scratch (x INTEGER)")
+        await conn.rollback()  # through SQLAlchemy: SQLite's transaction ends too
+        assert not conn.in_transaction() and not driver.in_transaction
+        tables = await conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE name = 'scratch'")
+        assert tables.all() == []
+        # That read autobegan a transaction, for which the begin event sent a BEGIN.
+        assert conn.in_transaction() and driver.in_transaction
+        await conn.commit()
+
+        # A BEGIN that SQLite refuses opens no transaction in SQLAlchemy either, and
+        # fails as a statement sent through SQLAlchemy would.
+        driver.execute("BEGIN")
+        with pytest.raises(OperationalError) as caught:
+            await db.dialect.begin(conn, write=False)
+        assert sqlite_error_code(caught.value) == sqlite3.SQLITE_ERROR
+        assert not conn.in_transaction()
+        driver.execute("ROLLBACK")
+    finally:
+        await conn.close()
+
+
+async def test_a_begin_on_a_closed_sqlite_connection_invalidates_it(
+    sqlite_backend: Backend,
+) -> None:
+    db = database_of(sqlite_backend)
+    conn = await db.engine.connect()
+    assert isinstance(conn, SqliteConnection)
+    try:
+        driver_connection(conn.sync_connection).close()
+        with pytest.raises(ProgrammingError) as caught:
+            await db.dialect.begin(conn, write=True)
+        # As SQLAlchemy treats a lost connection: dropped, and worth a retry.
+        assert caught.value.connection_invalidated
+        assert conn.sync_connection.invalidated
+        assert db.dialect.is_transient(caught.value)
+    finally:
+        await conn.close()
 
 
 async def test_a_constraint_violation_is_a_permanent_provider_error(
