@@ -151,7 +151,7 @@ class SqliteDialect(OnConflictInserts):
         )
         sa_event.listen(engine, "connect", self._on_connect)
         sa_event.listen(engine, "begin", _on_begin)
-        return SqliteEngine(engine)
+        return SqliteEngine(engine, keep=self._pool_size)
 
     def _on_connect(self, dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # Driver autocommit (connector opens them so): the driver never emits

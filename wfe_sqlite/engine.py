@@ -20,7 +20,8 @@ What keeps the event loop from stalling on a call:
   wait for writers, so no statement after that point waits for a lock.
 * The pool's checkout never waits (``pool_timeout`` 0): the database's connection
   gate admits no more transactions than the pool holds, and a checkout beyond it
-  would block the thread, so it fails instead.
+  would block the thread, so it fails instead. Most transactions make no checkout
+  at all: :class:`SqliteEngine` keeps the connections that transactions hand back.
 * Statements are short by design (claims, commits, batched reads and purges); the one
   long call is a checkpoint, which SQLite runs inside the COMMIT that fills the WAL
   past ``wal_autocheckpoint`` pages.
@@ -112,9 +113,15 @@ def connector(path: str) -> Callable[[], sqlite3.Connection]:
 class SqliteConnection(SqlConnection):
     """A synchronous connection behind coroutines that call it directly."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, engine: SqliteEngine) -> None:
         self.sync_connection = connection
         self._dbapi = driver_connection(connection)
+        self._engine = engine
+        self._options = connection.get_execution_options()
+        self.generation = engine.generation
+        """The engine's generation when this was checked out (see ``dispose``)."""
+        self.lent = True
+        """Lent to a transaction, rather than kept idle by the engine."""
 
     async def execute(
         self, statement: Executable, parameters: Parameters | None = None
@@ -195,7 +202,24 @@ class SqliteConnection(SqlConnection):
         self.sync_connection.invalidate()
 
     async def close(self) -> None:
-        self.sync_connection.close()
+        """Hand the connection back to its engine, which keeps it or returns it to the
+        pool (see :class:`SqliteEngine`); a second call does nothing."""
+        if self.lent:
+            self.lent = False
+            self._engine.take_back(self)
+
+    def reusable(self) -> bool:
+        """Whether this is as a fresh checkout from the pool would be: valid, outside
+        any transaction (SQLAlchemy's, or SQLite's, which the pool's reset would roll
+        back), with no execution options of its own."""
+        connection = self.sync_connection
+        return (
+            not connection.closed
+            and not connection.invalidated
+            and connection.get_transaction() is None
+            and connection.get_execution_options() is self._options
+            and not self._dbapi.in_transaction
+        )
 
 
 def driver_connection(connection: Connection) -> sqlite3.Connection:
@@ -204,17 +228,56 @@ def driver_connection(connection: Connection) -> sqlite3.Connection:
 
 
 class SqliteEngine(SqlEngine):
-    """A synchronous engine whose connections are :class:`SqliteConnection`."""
+    """A synchronous engine whose connections are :class:`SqliteConnection`.
 
-    def __init__(self, engine: Engine) -> None:
+    A connection that a transaction hands back is not returned to SQLAlchemy's pool
+    but kept, still checked out, for the next transaction: a checkout and a return
+    (the pool's queue and locks, a new SQLAlchemy connection, the reset on return)
+    cost about as much as a short transaction's SQL. Only a connection that is as a
+    fresh checkout would be is kept (:meth:`SqliteConnection.reusable`); any other
+    goes back to the pool, whose reset rolls it back, or has been invalidated. The
+    last one handed back is lent first, so a lone workflow's transactions all use
+    one connection, while concurrent ones still get one each (WAL readers beside
+    the writer), never more than ``keep`` (the pool's size) kept at once.
+    """
+
+    def __init__(self, engine: Engine, *, keep: int) -> None:
         self._engine = engine
+        self._keep = keep
+        self._idle: list[SqliteConnection] = []
+        self.generation = 0
+        """Counts :meth:`dispose` calls: a connection checked out before the last one
+        is not kept when handed back."""
 
     @property
     def sync_engine(self) -> Engine:
         return self._engine
 
+    @property
+    def idle(self) -> int:
+        """How many connections are kept, checked out of the pool, for no transaction."""
+        return len(self._idle)
+
     async def connect(self) -> SqliteConnection:
-        return SqliteConnection(self._engine.connect())
+        if self._idle:
+            conn = self._idle.pop()
+            conn.lent = True
+            return conn
+        return SqliteConnection(self._engine.connect(), self)
+
+    def take_back(self, conn: SqliteConnection) -> None:
+        """Keep ``conn`` for the next transaction, or return it to the pool."""
+        if conn.generation == self.generation and len(self._idle) < self._keep and conn.reusable():
+            self._idle.append(conn)
+        else:
+            conn.sync_connection.close()
 
     async def dispose(self) -> None:
+        """Close every pooled connection, the kept ones too. One lent to a transaction
+        meanwhile goes back to the pool when the transaction ends, as SQLAlchemy's
+        own ``dispose`` leaves a checked-out connection."""
+        self.generation += 1
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.sync_connection.close()
         self._engine.dispose()

@@ -21,7 +21,7 @@ from wfe_sql.database import Database, RetryPolicy
 from wfe_sql.provider import open_sql_backend
 from wfe_sqlite import open_backend
 from wfe_sqlite.dialect import SqliteDialect, normalize_url, sqlite_error_code
-from wfe_sqlite.engine import SqliteConnection, driver_connection
+from wfe_sqlite.engine import SqliteConnection, SqliteEngine, driver_connection
 
 from .conftest import database_of
 from .support import ELIGIBLE, new_workflow
@@ -131,6 +131,56 @@ async def test_a_begin_on_a_closed_sqlite_connection_invalidates_it(
         assert db.dialect.is_transient(caught.value)
     finally:
         await conn.close()
+
+
+async def test_connections_handed_back_are_kept_for_the_next_transactions(
+    sqlite_backend: Backend,
+) -> None:
+    engine = database_of(sqlite_backend).engine
+    assert isinstance(engine, SqliteEngine)
+    await engine.dispose()  # start from none kept
+    first, second = await engine.connect(), await engine.connect()
+    assert first is not second  # concurrent transactions get one each
+    await second.close()
+    await first.close()
+    await first.close()  # a second hand-back does not keep it twice
+    assert engine.idle == 2
+    assert await engine.connect() is first  # the last handed back is lent first
+    assert await engine.connect() is second
+    assert engine.idle == 0
+
+    # Only a connection as a fresh checkout would be is kept.
+    left_open = driver_connection(first.sync_connection)
+    left_open.execute("BEGIN")  # behind SQLAlchemy's back
+    await first.close()
+    assert not left_open.in_transaction  # the pool's reset rolled it back
+    await second.execution_options(isolation_level="SERIALIZABLE")
+    await second.close()
+    third = await engine.connect()
+    await third.invalidate()
+    await third.close()
+    assert engine.idle == 0
+    assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    fresh = await engine.connect()
+    assert fresh not in (first, second, third)
+    await fresh.close()
+
+    # dispose closes the kept connections too.
+    kept = driver_connection(fresh.sync_connection)
+    assert engine.idle == 1
+    await engine.dispose()
+    assert engine.idle == 0
+    with pytest.raises(sqlite3.ProgrammingError):
+        kept.execute("SELECT 1")
+
+
+async def test_a_connection_lent_across_dispose_is_not_kept(sqlite_backend: Backend) -> None:
+    engine = database_of(sqlite_backend).engine
+    assert isinstance(engine, SqliteEngine)
+    lent = await engine.connect()
+    await engine.dispose()
+    await lent.close()
+    assert engine.idle == 0
 
 
 async def test_a_constraint_violation_is_a_permanent_provider_error(
