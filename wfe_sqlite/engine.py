@@ -267,15 +267,19 @@ class SqliteEngine(SqlEngine):
 
     def take_back(self, conn: SqliteConnection) -> None:
         """Keep ``conn`` for the next transaction, or return it to the pool."""
-        if conn.generation == self.generation and len(self._idle) < self._keep and conn.reusable():
+        if conn.generation != self.generation:
+            # Its pool was disposed of while a transaction had it: returned there, it
+            # would stay open until collected, so close it now.
+            conn.sync_connection.invalidate()
+            conn.sync_connection.close()
+        elif len(self._idle) < self._keep and conn.reusable():
             self._idle.append(conn)
         else:
             conn.sync_connection.close()
 
     async def dispose(self) -> None:
-        """Close every pooled connection, the kept ones too. One lent to a transaction
-        meanwhile goes back to the pool when the transaction ends, as SQLAlchemy's
-        own ``dispose`` leaves a checked-out connection."""
+        """Close every pooled connection, the kept ones too, and one lent to a
+        transaction meanwhile when the transaction hands it back."""
         self.generation += 1
         idle, self._idle = self._idle, []
         for conn in idle:

@@ -174,13 +174,18 @@ async def test_connections_handed_back_are_kept_for_the_next_transactions(
         kept.execute("SELECT 1")
 
 
-async def test_a_connection_lent_across_dispose_is_not_kept(sqlite_backend: Backend) -> None:
+async def test_a_connection_lent_across_dispose_is_closed_when_handed_back(
+    sqlite_backend: Backend,
+) -> None:
     engine = database_of(sqlite_backend).engine
     assert isinstance(engine, SqliteEngine)
     lent = await engine.connect()
+    driver = driver_connection(lent.sync_connection)
     await engine.dispose()
     await lent.close()
     assert engine.idle == 0
+    with pytest.raises(sqlite3.ProgrammingError):  # closed, not left in a disposed pool
+        driver.execute("SELECT 1")
 
 
 async def test_a_constraint_violation_is_a_permanent_provider_error(
