@@ -116,19 +116,6 @@ def claim_ids_statement(dialect: SqlDialect, eligible: Sequence[tuple[str, int]]
     )
 
 
-async def claim_due(
-    conn: SqlConnection,
-    dialect: SqlDialect,
-    owner: str,
-    limit: int,
-    lease_ms: int,
-    eligible: Sequence[tuple[str, int]],
-) -> list[Claim]:
-    """Run :func:`claim_statement` and return the claims, oldest due first."""
-    params = {"owner": owner, "limit": limit, "lease_ms": lease_ms}
-    return _claims_of(await conn.execute(claim_statement(dialect, eligible), params), owner)
-
-
 def _claims_of(result: sa.CursorResult[Any], owner: str) -> list[Claim]:
     # RETURNING follows no ORDER BY: the rows come back in whatever order they were
     # updated (on PostgreSQL, not the candidates' order).
@@ -224,17 +211,9 @@ class SqlQueue(LeaseStore):
         if limit <= 0 or not eligible:
             return []
         await self._db.ensure_listener()
-        dialect, lease_ms = self._db.dialect, _ms(lease_seconds)
-
-        async def work(conn: SqlConnection) -> list[Claim]:
-            started = time.monotonic_ns()
-            claims = await claim_due(conn, dialect, owner, limit, lease_ms, eligible)
-            if claims:
-                self._db.observe_time(claims[0].db_now, started)
-            return claims
-
-        # One UPDATE … RETURNING: atomic by itself, it needs no BEGIN and COMMIT.
-        return await self._db.write("claim workflows", work, single=True)
+        statement = claim_statement(self._db.dialect, eligible)
+        params = {"owner": owner, "limit": limit, "lease_ms": _ms(lease_seconds)}
+        return await self._lease("claim workflows", statement, params)
 
     async def claim_ids(
         self,
@@ -253,15 +232,21 @@ class SqlQueue(LeaseStore):
             "ids": dialect.values_param(list(dict.fromkeys(workflow_ids))),
             "lease_ms": _ms(lease_seconds),
         }
+        return await self._lease("claim workflows by id", statement, params)
+
+    async def _lease(self, what: str, statement: sa.Update, params: dict[str, Any]) -> list[Claim]:
+        """Run a claim statement (:func:`claim_statement`, :func:`claim_ids_statement`)
+        and return its claims, oldest due first."""
 
         async def work(conn: SqlConnection) -> list[Claim]:
             started = time.monotonic_ns()
-            claims = _claims_of(await conn.execute(statement, params), owner)
+            claims = _claims_of(await conn.execute(statement, params), params["owner"])
             if claims:
                 self._db.observe_time(claims[0].db_now, started)
             return claims
 
-        return await self._db.write("claim workflows by id", work, single=True)
+        # One UPDATE … RETURNING: atomic by itself, it needs no BEGIN and COMMIT.
+        return await self._db.write(what, work, single=True)
 
     async def renew(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim]:
         """Extend the leases still held; a claim missing from the result was lost."""

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from redis.asyncio import Redis
 
@@ -25,10 +26,12 @@ from wfe_core.errors import ProviderError
 from wfe_core.models import Claim, WorkflowRecord
 from wfe_core.ports.queue import LeaseStore, QueueProvider
 from wfe_valkey.errors import valkey_errors
-from wfe_valkey.streams import Entry, ReadyStreams
+from wfe_valkey.streams import ReadyStreams
 from wfe_valkey.wakeups import WakeListener
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 PATIENCE = 2.0
 """Seconds a host waits for Valkey before doing without it (a paused or unreachable
@@ -114,43 +117,32 @@ class ValkeyQueue(QueueProvider):
         answered: its workflow is then leased (here or by another host), finished, or
         not due, and the poll finds it when it is. Entries whose lease failed stay
         pending, for this host's or another's next read after ``reclaim_after``."""
-        try:
-            with valkey_errors("read the ready streams"):
-                async with asyncio.timeout(PATIENCE):
-                    entries = await self.streams.read(owner, limit, eligible)
-        except (ProviderError, TimeoutError) as exc:
-            logger.warning("valkey: reading the ready streams failed; polling the store: %s", exc)
-            return [], False
+        entries = await _best_effort(
+            "read the ready streams",
+            lambda: self.streams.read(owner, limit, eligible),
+            "polling the store instead",
+        )
         if not entries:
             return [], False
-        ids = list(dict.fromkeys(entry.workflow_id for entry in entries))
+        ids = [entry.workflow_id for entry in entries]
         claims = await self._leases.claim_ids(owner, ids, lease_seconds, eligible)
         self.counts.streamed += len(claims)
         self.counts.stale += len(entries) - len(claims)
-        await self._ack(entries)
+        # Harmless if it fails: reclaimed later, the entries find their workflows
+        # leased or done.
+        await _best_effort(
+            "acknowledge ready entries", lambda: self.streams.ack(entries), "reclaimed later"
+        )
         return claims, True
 
     async def _forget_idle_consumers(self, eligible: Sequence[tuple[str, int]]) -> None:
-        try:
-            with valkey_errors("forget idle consumers"):
-                async with asyncio.timeout(PATIENCE):
-                    gone = await self.streams.forget_idle_consumers(
-                        eligible, int(FORGET_AFTER * 1000)
-                    )
-        except (ProviderError, TimeoutError) as exc:
-            logger.warning("valkey: forgetting idle consumers failed: %s", exc)
-            return
+        gone = await _best_effort(
+            "forget idle consumers",
+            lambda: self.streams.forget_idle_consumers(eligible, int(FORGET_AFTER * 1000)),
+            "tried again in an hour",
+        )
         if gone:
             logger.info("valkey: forgot %d consumers idle for %gs", gone, FORGET_AFTER)
-
-    async def _ack(self, entries: Sequence[Entry]) -> None:
-        try:
-            with valkey_errors("acknowledge ready entries"):
-                async with asyncio.timeout(PATIENCE):
-                    await self.streams.ack(entries)
-        except (ProviderError, TimeoutError) as exc:
-            # Harmless: reclaimed later, the entries find their workflows leased or done.
-            logger.warning("valkey: acknowledging %d entries failed: %s", len(entries), exc)
 
     async def renew(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim]:
         """Extend the leases still held, in the store."""
@@ -165,16 +157,11 @@ class ValkeyQueue(QueueProvider):
 
         A failure is logged, not raised: the workflow is stored, and the poll finds it.
         """
-        try:
-            with valkey_errors(f"enqueue workflow {record.id}"):
-                async with asyncio.timeout(PATIENCE):
-                    await self.streams.add(record.definition_id, record.version, record.id)
-        except (ProviderError, TimeoutError) as exc:
-            logger.warning(
-                "valkey: workflow %s is stored but not queued; a host's poll will find it: %s",
-                record.id,
-                exc,
-            )
+        await _best_effort(
+            f"enqueue workflow {record.id}",
+            lambda: self.streams.add(record.definition_id, record.version, record.id),
+            "it is stored, and a host's poll will find it",
+        )
 
     async def wait_for_work(self, timeout: float) -> None:
         """Return on a wake-up (Valkey, the store's own, or this process's) or after
@@ -195,3 +182,21 @@ class ValkeyQueue(QueueProvider):
     async def close(self) -> None:
         """Stop the wake-up subscription."""
         await self._wakeups.close()
+
+
+async def _best_effort(what: str, operation: Callable[[], Awaitable[T]], instead: str) -> T | None:
+    """Run a Valkey operation the queue can do without, for at most :data:`PATIENCE`
+    seconds; ``None`` (and a warning saying what happens ``instead``) when it failed."""
+    try:
+        with valkey_errors(what):
+            async with asyncio.timeout(PATIENCE):
+                return await operation()
+    except (ProviderError, TimeoutError) as exc:
+        # A ProviderError's message already says "valkey: could not <what>: <why>".
+        reason = (
+            exc
+            if isinstance(exc, ProviderError)
+            else f"valkey: could not {what}: no answer within {PATIENCE:g}s"
+        )
+        logger.warning("%s; %s", reason, instead)
+        return None
