@@ -7,7 +7,10 @@ is how a failing *step* is retried.)"""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from tenacity import RetryCallState
 
 from wfe_core.errors import ProviderError
 
@@ -58,3 +61,17 @@ def log_retry(
         delay,
         error,
     )
+
+
+def before_sleep_log(
+    logger: logging.Logger, provider: str, what: str, *, tries_before: int = 0
+) -> Callable[[RetryCallState], None]:
+    """:func:`log_retry` as tenacity's ``before_sleep``; ``tries_before`` counts tries
+    made before tenacity took over (its own count starts at one)."""
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        log_retry(logger, provider, what, state.attempt_number + tries_before, delay, error)
+
+    return before_sleep

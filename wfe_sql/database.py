@@ -34,7 +34,6 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from tenacity import (
     AsyncRetrying,
-    RetryCallState,
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
@@ -44,7 +43,7 @@ from tenacity import (
 
 from wfe_core.clock import SyncedClock
 from wfe_core.errors import ProviderError
-from wfe_core.transient import TransientRetry, is_transient, log_retry
+from wfe_core.transient import TransientRetry, before_sleep_log, is_transient, log_retry
 from wfe_sql.connection import SqlConnection, SqlEngine
 from wfe_sql.dialect import Listener, SqlDialect
 from wfe_sql.gate import PriorityGate
@@ -227,7 +226,7 @@ class Database:
             # Tenacity counts from the second try on: its first wait is the policy's second.
             wait=wait_exponential(multiplier=policy.first_wait * 2, max=policy.max_wait)
             + wait_random(0, policy.first_wait),
-            before_sleep=_log_tenacity_retry(self.dialect.name, what),
+            before_sleep=before_sleep_log(logger, self.dialect.name, what, tries_before=1),
             reraise=True,
         )
         return await retrying(attempt)
@@ -321,17 +320,6 @@ async def _finish(conn: SqlConnection) -> None:
         await conn.invalidate()
     finally:
         await conn.close()
-
-
-def _log_tenacity_retry(dialect: str, what: str) -> Callable[[RetryCallState], None]:
-    """Log the retries tenacity makes (the second try on: its count starts at one)."""
-
-    def before_sleep(state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        delay = state.next_action.sleep if state.next_action is not None else 0.0
-        log_retry(logger, dialect, what, state.attempt_number + 1, delay, error)
-
-    return before_sleep
 
 
 @contextmanager

@@ -18,7 +18,6 @@ from typing import TypeVar
 
 from tenacity import (
     AsyncRetrying,
-    RetryCallState,
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
@@ -27,7 +26,7 @@ from tenacity import (
 )
 
 from wfe_core.errors import ProviderError
-from wfe_core.transient import TransientRetry, is_transient, log_retry
+from wfe_core.transient import TransientRetry, before_sleep_log, is_transient
 from wfe_valkey.errors import valkey_errors
 
 logger = logging.getLogger(__name__)
@@ -68,7 +67,7 @@ async def run(
         stop=stop_after_attempt(max(policy.attempts, 1)) | stop_after_delay(max(elapsed, 0.0)),
         wait=wait_exponential(multiplier=policy.first_wait, max=policy.max_wait)
         + wait_random(0, policy.first_wait),
-        before_sleep=_log_retry(what),
+        before_sleep=before_sleep_log(logger, "valkey", what),
         reraise=True,
     )
 
@@ -85,12 +84,3 @@ async def run(
         raise ProviderError(
             f"valkey: could not {what}: no answer within {deadline:.2f}s", transient=True
         ) from exc
-
-
-def _log_retry(what: str) -> Callable[[RetryCallState], None]:
-    def before_sleep(state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        delay = state.next_action.sleep if state.next_action is not None else 0.0
-        log_retry(logger, "valkey", what, state.attempt_number, delay, error)
-
-    return before_sleep
