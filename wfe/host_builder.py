@@ -56,8 +56,9 @@ class WorkflowHostBuilder:
         return self
 
     def use_valkey(self, url: str) -> WorkflowHostBuilder:
-        """Put the lock in Valkey/Redis at ``url`` (``redis://host:6379/0?prefix=wfe``),
-        keeping the database as the source of truth (see :func:`wfe_valkey.with_valkey`).
+        """Put the queue and the lock in Valkey/Redis at ``url``
+        (``redis://host:6379/0?prefix=wfe``), keeping the database as the source of
+        truth and the fence (see :func:`wfe_valkey.with_valkey`).
 
         Raises:
             ValueError: the URL is malformed.

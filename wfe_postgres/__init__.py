@@ -33,8 +33,9 @@ def open_backend(url: str) -> Backend:
     to asyncpg; any other key is refused.
 
     ``valkey=redis://host:6379/0`` (and ``valkey_prefix=...``, the key namespace,
-    default ``wfe``) moves the lock to Valkey/Redis (:func:`wfe_valkey.with_valkey`);
-    the database stays the source of truth and fences every commit.
+    default ``wfe``) moves the queue and the lock to Valkey/Redis
+    (:func:`wfe_valkey.with_valkey`); the database stays the source of truth and
+    fences every commit.
 
     Raises:
         ValueError: the URL is not a PostgreSQL URL, or an option is malformed.
@@ -42,9 +43,8 @@ def open_backend(url: str) -> Backend:
     """
     from wfe_postgres.dialect import PostgresDialect
     from wfe_sql.provider import open_sql_backend
-    from wfe_valkey.backend import with_valkey
-    from wfe_valkey.url import split_database_url
+    from wfe_valkey.backend import open_with_valkey_option
 
-    url, valkey = split_database_url(url)  # checked before anything is opened
-    backend = open_sql_backend(PostgresDialect(url))
-    return backend if valkey is None else with_valkey(backend, valkey)
+    return open_with_valkey_option(
+        url, lambda database: open_sql_backend(PostgresDialect(database))
+    )

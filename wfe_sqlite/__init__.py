@@ -29,9 +29,6 @@ def open_backend(url: str) -> Backend:
     """
     from wfe_sql.provider import open_sql_backend
     from wfe_sqlite.dialect import SqliteDialect
-    from wfe_valkey.backend import with_valkey
-    from wfe_valkey.url import split_database_url
+    from wfe_valkey.backend import open_with_valkey_option
 
-    url, valkey = split_database_url(url)  # checked before anything is opened
-    backend = open_sql_backend(SqliteDialect(url))
-    return backend if valkey is None else with_valkey(backend, valkey)
+    return open_with_valkey_option(url, lambda database: open_sql_backend(SqliteDialect(database)))

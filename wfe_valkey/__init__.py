@@ -1,8 +1,8 @@
 """Valkey/Redis providers of wfe, for many hosts on one database: a distributed lock
-(and queue), with the database still the source of truth and the fence.
+and queue, with the database still the source of truth and the fence.
 
-``with_valkey(backend, "redis://host:6379/0")`` moves a backend's lock to Valkey; a
-PostgreSQL URL does the same with ``?valkey=redis://host:6379/0``. ``import
+``with_valkey(backend, "redis://host:6379/0")`` moves a backend's queue and lock to
+Valkey; a database URL does the same with ``?valkey=redis://host:6379/0``. ``import
 wfe_valkey`` is cheap and does not need redis-py; the providers load it when used.
 """
 

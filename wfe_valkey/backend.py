@@ -1,8 +1,8 @@
-"""A backend whose lock lives in Valkey/Redis, its persistence where it was.
+"""A backend whose queue and lock live in Valkey/Redis, its persistence where it was.
 
 The database stays the source of truth and the fence: workflow leases, step commits
 and their tokens are checked there. Valkey takes the coordination that many hosts
-hammer (singleton locks, and the queue once :mod:`wfe_valkey.queue` exists) off it.
+hammer (handing out starts, wake-ups, singleton locks) off it.
 
 ``import wfe_valkey.backend`` does not import redis-py: a database URL carrying a
 ``valkey=`` option is refused with an installation hint when the extra is missing.
@@ -10,13 +10,14 @@ hammer (singleton locks, and the queue once :mod:`wfe_valkey.queue` exists) off 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from wfe_core.errors import ProviderError
 from wfe_core.ports.backend import Backend
 from wfe_core.ports.queue import LeaseStore
-from wfe_valkey.url import ValkeyUrl, parse_url
+from wfe_valkey.url import ValkeyUrl, parse_url, split_database_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -88,3 +89,17 @@ def with_valkey(backend: Backend, url: str | ValkeyUrl) -> Backend:
         base=backend,
         client=client,
     )
+
+
+def open_with_valkey_option(url: str, open_database: Callable[[str], Backend]) -> Backend:
+    """Open a database URL that may carry ``valkey=`` (and ``valkey_prefix=``): the
+    options are checked and taken out before ``open_database`` sees the URL, and the
+    backend it opens gets its queue and lock in Valkey when they were given.
+
+    Raises:
+        ValueError: a Valkey option is malformed (before anything is opened).
+        ProviderError: ``valkey=`` is given but redis-py is not installed.
+    """
+    url, valkey = split_database_url(url)
+    backend = open_database(url)
+    return backend if valkey is None else with_valkey(backend, valkey)
