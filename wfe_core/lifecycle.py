@@ -57,11 +57,22 @@ class LifecycleHub:
             await self._task
         self._task, self._queue = None, None
 
+    async def drain(self) -> None:
+        """Return once every event published so far has been delivered (at once when
+        the hub is not running)."""
+        if self._queue is not None:
+            await self._queue.join()
+
     async def _dispatch(self) -> None:
-        assert self._queue is not None
-        while (event := await self._queue.get()) is not None:
-            for subscriber in list(self._subscribers):
-                await self._deliver(subscriber, event)
+        queue = self._queue
+        assert queue is not None
+        while (event := await queue.get()) is not None:
+            try:
+                for subscriber in list(self._subscribers):
+                    await self._deliver(subscriber, event)
+            finally:
+                queue.task_done()
+        queue.task_done()
 
     async def _deliver(self, subscriber: Subscriber, event: LifecycleEvent) -> None:
         try:

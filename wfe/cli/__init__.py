@@ -20,6 +20,7 @@ from wfe.cli.worker import load_folder, serve
 from wfe.client import WorkflowClient
 from wfe.host import WorkflowHost
 from wfe_core.errors import DefinitionError, InvalidData, WorkflowError
+from wfe_core.lifecycle import LifecycleHub
 from wfe_yaml import load_workflow
 
 USER_ERROR = 2
@@ -72,11 +73,16 @@ async def _run(args: argparse.Namespace) -> int:
     definition = load_workflow(args.file, pairs(args.config, "--config"))
     data = workflow_data(args.data, args.input)
     view = ProgressView([step.name for step in definition.steps])
-    host = WorkflowHost.from_url(args.db, lease=args.lease, poll_interval=0.5, log_events=False)
+    events = LifecycleHub()
+    host = WorkflowHost.from_url(
+        args.db, lease=args.lease, poll_interval=0.5, log_events=False, lifecycle=events
+    )
     host.register(definition)
     host.subscribe(view.on_event)
     async with host:
-        return await run_workflow(host, definition, data, timeout=args.timeout, view=view)
+        return await run_workflow(
+            host, definition, data, timeout=args.timeout, view=view, events=events
+        )
 
 
 async def _worker(args: argparse.Namespace) -> int:

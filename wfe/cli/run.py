@@ -22,6 +22,7 @@ from wfe.cli.render import step_rows, took
 from wfe.host import WorkflowHost
 from wfe.instance import WorkflowInstance
 from wfe_core.definition import WorkflowDefinition
+from wfe_core.lifecycle import LifecycleHub
 from wfe_core.models import WorkflowStatus
 
 INTERRUPTED = 130
@@ -41,8 +42,11 @@ async def run_workflow(
     *,
     timeout: float | None,
     view: ProgressView,
+    events: LifecycleHub,
 ) -> int:
-    """Start or resume the run, show its progress, print a summary; the exit code."""
+    """Start or resume the run, show its progress, print a summary; the exit code.
+
+    ``events`` is the host's lifecycle hub, which feeds ``view``."""
     reference = run_reference(definition, data)
     found = await _unfinished(host, definition, reference)
     if found is None:
@@ -68,6 +72,9 @@ async def run_workflow(
             "run the same command again to resume it"
         )
         return INTERRUPTED
+    # The run's last events were published before its waiter woke, but are delivered
+    # by the hub's own task: let the view show them before the summary follows it.
+    await events.drain()
     return await _summary(host, instance)
 
 
