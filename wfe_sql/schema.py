@@ -70,6 +70,8 @@ workflows = sa.Table(
     # built in code. No foreign key: create_workflow checks it in its transaction, and
     # sources are never deleted.
     sa.Column("source_digest", sa.Text, nullable=True),
+    # The W3C trace context (traceparent) it was started in: its spans join that trace.
+    sa.Column("trace_context", sa.Text, nullable=True),
     sa.CheckConstraint(f"status IN ({_STATUS_VALUES})", name="ck_wfe_workflows_status"),
 )
 
@@ -175,6 +177,7 @@ errors = sa.Table(
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("error_time", sa.BigInteger, nullable=False),
     sa.Column("message", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=True),  # the attempt's traceback
 )
 sa.Index("ix_wfe_errors_workflow", errors.c.workflow_id)
 
@@ -211,6 +214,33 @@ locks = sa.Table(
     sa.Column("token", sa.BigInteger, nullable=False, server_default=sa.text("0")),
     sa.Column("expires_at", sa.BigInteger, nullable=True),
 )
+
+hosts = sa.Table(
+    "wfe_hosts",
+    metadata,
+    sa.Column("host_id", sa.Text, primary_key=True),
+    sa.Column("hostname", sa.Text, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.BigInteger, nullable=False),
+    # Refreshed while the host runs: a stale heartbeat means the host is gone.
+    sa.Column("heartbeat_at", sa.BigInteger, nullable=False),
+    sa.Column("stopped_at", sa.BigInteger, nullable=True),  # set by a graceful stop
+    sa.Column("definitions", sa.Text, nullable=False),  # JSON [[definition_id, version], ...]
+)
+sa.Index("ix_wfe_hosts_heartbeat", hosts.c.heartbeat_at)
+
+actions = sa.Table(
+    "wfe_actions",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    # NULL for an action on no one workflow (an event published to whoever waits).
+    sa.Column("workflow_id", sa.Text, nullable=True),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("at", sa.BigInteger, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),  # JSON object
+)
+sa.Index("ix_wfe_actions_workflow_at", actions.c.workflow_id, actions.c.at)
 
 VERSION_TABLE = "wfe_alembic_version"
 """Alembic's version table, named so that it cannot clash with an application's own."""
