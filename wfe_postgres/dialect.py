@@ -46,10 +46,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.types import TypeEngine
 
+from wfe_postgres.engine import PostgresEngine
 from wfe_postgres.listener import PostgresListener
 from wfe_sql.connection import SqlConnection
 from wfe_sql.dialect import Listener
@@ -200,6 +201,7 @@ class PostgresDialect(OnConflictInserts):
 
     name = "postgresql"
     locks_rows = True
+    writes_in_one_statement = True
     migration_batch_mode = False
     insert_construct = staticmethod(pg_insert)
 
@@ -217,8 +219,9 @@ class PostgresDialect(OnConflictInserts):
             "timeout": self.options.connect_timeout,
         }
 
-    def create_engine(self) -> AsyncEngine:
-        """An asyncpg engine whose connections carry our session settings."""
+    def create_engine(self) -> PostgresEngine:
+        """An asyncpg engine whose connections carry our session settings and run
+        statements on asyncpg directly (see :mod:`wfe_postgres.engine`)."""
         options = self.options
         engine = create_async_engine(
             self.url,
@@ -230,7 +233,7 @@ class PostgresDialect(OnConflictInserts):
             connect_args=self._connect_args(),
         )
         sa_event.listen(engine.sync_engine, "checkout", _refuse_closed)
-        return engine
+        return PostgresEngine(engine)
 
     async def connect_listener(self) -> asyncpg.Connection:
         """A new asyncpg connection outside the pool, with the pool's settings."""
