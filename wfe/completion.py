@@ -48,7 +48,6 @@ class CompletionWatcher:
         self._waiters: dict[str, list[asyncio.Future[WorkflowRecord]]] = {}
         self._new: set[str] = set()  # not read yet: existence unknown
         self._expected: OrderedDict[str, None] = OrderedDict()  # see expect()
-        self._hurry = False  # a waiter came in: sweep soon
         self._poller: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._closed = False
@@ -66,9 +65,7 @@ class CompletionWatcher:
             raise ShuttingDown("the client is closed")
         future: asyncio.Future[WorkflowRecord] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(workflow_id, []).append(future)
-        if workflow_id in self._expected:
-            self._hurry = True
-        else:
+        if workflow_id not in self._expected:
             self._new.add(workflow_id)
         self._kick()
         try:
@@ -123,15 +120,22 @@ class CompletionWatcher:
         wake, interval = self._wake, self._first_interval
         loop = asyncio.get_running_loop()
         next_sweep = loop.time() + interval
+        # Workflows this process runs (expect()) are told of their end by finished():
+        # they are read only every max_interval, in case another host finished them.
+        next_full_sweep = loop.time() + self._max_interval
         while self._waiters:
             wake.clear()
             new, self._new = self._new, set()
-            if new or self._hurry:
-                self._hurry = False
+            if new:
                 interval = self._first_interval
                 next_sweep = min(next_sweep, loop.time() + interval)
-            sweep = loop.time() >= next_sweep
-            others = [i for i in self._waiters if i not in new] if sweep else []
+            now = loop.time()
+            sweep, full = now >= next_sweep, now >= next_full_sweep
+            others = (
+                [i for i in self._waiters if i not in new and (full or i not in self._expected)]
+                if sweep or full
+                else []
+            )
             try:
                 await self._read(new, others)
             except Exception as exc:
@@ -141,8 +145,11 @@ class CompletionWatcher:
             if sweep:
                 interval = min(interval * 2, self._max_interval)
                 next_sweep = loop.time() + interval
+            if full:
+                next_full_sweep = loop.time() + self._max_interval
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(next_sweep - loop.time(), 0.0)):
+                wait = min(next_sweep, next_full_sweep) - loop.time()
+                async with asyncio.timeout(max(wait, 0.0)):
                     await wake.wait()
 
     async def _read(self, new: set[str], others: list[str]) -> None:

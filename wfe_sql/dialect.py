@@ -45,6 +45,11 @@ class SqlDialect(Protocol):
     writes many must lock them in a fixed order; False when a write transaction
     excludes every other (SQLite)."""
 
+    writes_in_one_statement: bool
+    """True when one statement can write several tables (PostgreSQL's data-modifying
+    CTEs), so a run of plain step commits can go as one statement with no transaction
+    (see :func:`wfe_sql.plain_commits.apply_plain_commits_at_once`)."""
+
     migration_batch_mode: bool
     """True when Alembic must rebuild tables to alter them (``render_as_batch``)."""
 

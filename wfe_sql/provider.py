@@ -40,7 +40,13 @@ from wfe_sql.connection import SqlConnection
 from wfe_sql.database import Database, RetryPolicy
 from wfe_sql.dialect import SqlDialect
 from wfe_sql.locks import SqlLock
-from wfe_sql.plain_commits import RunSizer, apply_plain_commits, plain_run
+from wfe_sql.plain_commits import (
+    RunSizer,
+    apply_plain_commits,
+    apply_plain_commits_at_once,
+    is_plain,
+    plain_run,
+)
 from wfe_sql.queue import SqlQueue
 from wfe_sql.search import SqlSearchIndex
 
@@ -284,10 +290,13 @@ class SqlPersistence(PersistenceProvider):
     async def _commit_one(self, prepared: commits.PreparedCommit) -> commits.CommitResult:
         """One step commit in a transaction of its own (a chunk of one)."""
         commit = prepared.commit
-        [outcome] = await self._db.write(
-            f"commit a step of workflow {commit.workflow_id}",
-            lambda conn: self._commit_chunk(conn, [prepared]),
-        )
+        if self._at_once(prepared):
+            [outcome] = await self._commit_at_once([prepared])
+        else:
+            [outcome] = await self._db.write(
+                f"commit a step of workflow {commit.workflow_id}",
+                lambda conn: self._commit_chunk(conn, [prepared]),
+            )
         if isinstance(outcome, BaseException):
             raise outcome  # LeaseLost: fenced off, nothing written
         if _woke(commit, outcome):
@@ -312,10 +321,13 @@ class SqlPersistence(PersistenceProvider):
         while pending:
             items = [batch[i] for i in pending]
             try:
-                done = await self._db.write(
-                    f"commit {len(items)} steps",
-                    lambda conn, items=items: self._commit_chunk(conn, items),  # type: ignore[misc]
-                )
+                if self._at_once(items[0]):
+                    done = await self._commit_at_once(plain_run(items, self._plain_size))
+                else:
+                    done = await self._db.write(
+                        f"commit {len(items)} steps",
+                        lambda conn, items=items: self._commit_chunk(conn, items),  # type: ignore[misc]
+                    )
             except ProviderError as exc:
                 rest = await _each_alone(exc, items, self._commit_one)
                 outcomes.update(zip(pending, rest, strict=True))
@@ -328,6 +340,35 @@ class SqlPersistence(PersistenceProvider):
         if any(_woke(p.commit, o) for p, o in zip(batch, results, strict=True)):
             self._db.signal.set()
         return results
+
+    def _at_once(self, prepared: commits.PreparedCommit) -> bool:
+        """Whether the commit (and the plain ones after it) can go as one statement."""
+        return self._dialect.writes_in_one_statement and is_plain(prepared)
+
+    async def _commit_at_once(
+        self, items: list[commits.PreparedCommit]
+    ) -> list[commits.CommitResult | BaseException]:
+        """A run of plain commits as one statement, with no transaction around it
+        (:func:`apply_plain_commits_at_once`). Running it again after a failure in
+        flight is safe with no reconciling: a commit that landed is fenced off by its
+        commit id, and found landed."""
+
+        async def work(conn: SqlConnection) -> list[commits.CommitResult | BaseException]:
+            started = time.monotonic_ns()
+            done = await apply_plain_commits_at_once(conn, self._dialect, items, self._plain_size)
+            landed = [o for o in done if isinstance(o, commits.CommitResult)]
+            if landed:
+                self._db.observe_time(landed[0].db_now, started)
+            if any(_woke(p.commit, o) for p, o in zip(items, done, strict=True)):
+                await self._dialect.notify_work(conn)
+            return done
+
+        what = (
+            f"commit a step of workflow {items[0].commit.workflow_id}"
+            if len(items) == 1
+            else f"commit {len(items)} steps"
+        )
+        return await self._db.write(what, work, single=True)
 
     async def _commit_chunk(
         self, conn: SqlConnection, items: list[commits.PreparedCommit]

@@ -121,6 +121,7 @@ class SqliteDialect(OnConflictInserts):
     name = "sqlite"
     supports_notify = False
     locks_rows = False
+    writes_in_one_statement = False
     insert_construct = staticmethod(sqlite_insert)
     migration_batch_mode = True
 
