@@ -226,6 +226,8 @@ hosts = sa.Table(
     sa.Column("heartbeat_at", sa.BigInteger, nullable=False),
     sa.Column("stopped_at", sa.BigInteger, nullable=True),  # set by a graceful stop
     sa.Column("definitions", sa.Text, nullable=False),  # JSON [[definition_id, version], ...]
+    # Silence after which the host counts as gone (it knows its own renewal cadence).
+    sa.Column("stale_after_ms", sa.BigInteger, nullable=True),
 )
 sa.Index("ix_wfe_hosts_heartbeat", hosts.c.heartbeat_at)
 
