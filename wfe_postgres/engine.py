@@ -47,9 +47,12 @@ COMPILED_CACHE_SIZE = 500
 class _Rows(IteratorResult[Any]):
     """A buffered result with the ``rowcount`` the driver reported, as a cursor's."""
 
-    def __init__(self, keys: Sequence[str], rows: list[Any], rowcount: int) -> None:
+    def __init__(
+        self, keys: Sequence[str], rows: list[Any], rowcount: int, returns_rows: bool
+    ) -> None:
         super().__init__(SimpleResultMetaData(keys), iter(rows))
         self.rowcount = rowcount
+        self.returns_rows = returns_rows
 
 
 class _Plan:
@@ -147,7 +150,8 @@ class PostgresConnection:
             except Exception as error:
                 raise await self._translated(error, sql, args) from error
         keys = plan.keys or (list(rows[0].keys()) if rows else [])
-        return cast(AnyResult, _Rows(keys, rows, _rowcount(status, len(rows))))
+        returns_rows = bool(plan.keys or rows)
+        return cast(AnyResult, _Rows(keys, rows, _rowcount(status, len(rows)), returns_rows))
 
     async def _translated(self, error: Exception, sql: str, args: list[Any]) -> BaseException:
         """``error`` as SQLAlchemy would have raised it; a connection left in an unknown
