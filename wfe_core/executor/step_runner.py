@@ -43,7 +43,7 @@ class StepRunner:
 
     async def execute(self, pointer_id: str) -> None:
         run = self.run
-        pointer = run.pointers[pointer_id].model_copy(deep=True)
+        pointer = run.pointers[pointer_id].detached()
         if pointer.step_id >= len(run.definition.steps):
             message = (
                 f"pointer {pointer.id} names step {pointer.step_id}, which the definition lacks"
