@@ -184,3 +184,18 @@ async def test_statement_listeners_see_every_statement(
     finally:
         sa.event.remove(engine.sync_engine, "before_cursor_execute", capture)
     assert sum(table.name in sql for sql in seen) == 2
+
+
+async def test_statements_built_per_call_each_get_their_own_values(
+    engine: PostgresEngine, table: sa.Table
+) -> None:
+    await seed(engine, table, 5)
+    conn = await engine.connect()
+    try:
+        await conn.begin()
+        for i in range(1200):  # past the statement cache's size: it starts again
+            statement = sa.select(sa.literal(i), table.c.id).where(table.c.id == i % 5)
+            assert (await conn.execute(statement)).one() == (i, i % 5)
+        await conn.rollback()
+    finally:
+        await conn.close()
